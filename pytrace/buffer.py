@@ -1,0 +1,247 @@
+"""Per-thread buffers: the only place where trace bytes are produced.
+
+Two rules from Go's commit d58f4e9 ("fix corrupted trace during StartTrace")
+shape this module, because in CPython re-entry is everywhere: a
+``gc.callbacks`` callback or a signal handler can run between any two
+bytecodes of this very code, and may emit events itself.
+
+1. **The flush writes the batch header.**  ``ThreadSlot.flush`` builds the
+   next buffer *with its header already in it* before anything can write into
+   it.  No event writer ever asks "is the buffer empty?".
+2. **Nobody holds a buffer.**  Every write reads ``slot.buf`` at the moment
+   it appends, in one ``self.buf += data`` with the record fully built
+   beforehand, and the flush replaces ``buf`` (and the batch's record count)
+   in one multi-assignment.  No CALL instruction separates an append from its
+   count or the swap from the count reset, so on CPython's eval loop no
+   callback, signal handler or thread switch can run between them.
+
+A re-entrant flush (one that starts while the same slot is already flushing)
+returns at once: the outer flush is still going to hand the buffer over, and
+the buffer just grows a little past its limit meanwhile.
+
+Interning is shared by all threads (ids are global) and race-free without a
+lock: the thread whose ``dict.setdefault`` wins defines the id, through its
+own slot, exactly once.
+
+Timestamps: an event reads the clock, then appends.  If a re-entrant event
+slips in between, the outer event's delta is clamped at zero, so timestamps
+within a thread never go backwards; the distortion is bounded by the
+re-entrant code's duration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from . import events, wire
+
+_SMALL = wire.SMALL_UVARINTS
+_SMALL_LIMIT = wire.SMALL_LIMIT
+
+#: Test hook: when set, called with the name of each injection point inside
+#: ``flush`` and interning (see ``tests/test_reentrancy.py``).  ``None`` in
+#: production; only the cold paths (flush, first-time interning) test it.
+injector = None
+
+
+def _inject(point: str) -> None:
+    if injector is not None:
+        injector(point)
+
+
+class Tables:
+    """Interned strings, functions and stacks, shared by every thread.
+
+    The maps are plain dicts: ``get`` and ``setdefault`` are atomic under the
+    GIL, which is all the race-freedom interning needs.
+    """
+
+    def __init__(self) -> None:
+        self.strings: dict[str, int] = {}
+        self.funcs: dict[object, int] = {}
+        self.stacks: dict[tuple, int] = {}
+        self.string_ids = itertools.count(1)
+        self.func_ids = itertools.count(1)
+        self.stack_ids = itertools.count(1)
+
+
+class ThreadSlot:
+    """One thread's buffer, and the only way to write into it.
+
+    ``buf`` is the live batch.  It always begins with its batch header.
+    """
+
+    __slots__ = (
+        "tid", "buf", "count", "last", "seq", "limit", "flushing",
+        "writer", "tables", "clock",
+    )
+
+    def __init__(self, tid: int, writer, tables: Tables, clock, limit: int) -> None:
+        self.tid = tid
+        self.writer = writer
+        self.tables = tables
+        self.clock = clock
+        self.limit = limit
+        self.flushing = False
+        self.seq = 0
+        now = clock()
+        # The first buffer is started here, with its header, like every
+        # later one is started by flush().
+        self.buf = wire.batch_header(tid, 0, now)
+        self.count = 0
+        self.last = now
+
+    # -- writing -----------------------------------------------------------
+
+    def _append(self, data: bytes) -> None:
+        """Append one complete record to the live buffer; flush if full."""
+        self.buf += data
+        self.count += 1
+        if len(self.buf) >= self.limit:
+            self.flush()
+
+    def _delta(self) -> int:
+        now = self.clock()
+        last = self.last
+        if now > last:
+            self.last = now
+            return now - last
+        return 0
+
+    def emit(self, kind_id: int, *args: int) -> None:
+        """Write one timed event with already-resolved integer arguments."""
+        dt = self._delta()
+        self._append(wire.record(kind_id, (dt, *args)))
+
+    def emit_small(self, prefix: bytes, value: int) -> None:
+        """Hot path for a timed event with at most one argument.
+
+        ``prefix`` is the type byte (with its count bits) the caller
+        precomputed; ``value`` is its single argument, or -1 for none.
+        """
+        now = self.clock()
+        last = self.last
+        if now > last:
+            self.last = now
+            dt = now - last
+        else:
+            dt = 0
+        data = prefix + (_SMALL[dt] if dt < _SMALL_LIMIT else wire.uvarint(dt))
+        if value >= 0:
+            data += _SMALL[value] if value < _SMALL_LIMIT else wire.uvarint(value)
+        self.buf += data
+        self.count += 1
+        if len(self.buf) >= self.limit:
+            self.flush()
+
+    # -- flushing ----------------------------------------------------------
+
+    def flush(self) -> None:
+        """Hand the live batch to the writer and start the next one.
+
+        An empty batch stays live (there is nothing to hand over).
+
+        The next buffer is complete with its header before it becomes live
+        (rule 1); the swap is a single assignment (rule 2).
+        """
+        if self.flushing or self.count == 0:
+            return
+        self.flushing = True
+        try:
+            _inject("flush:start")
+            now = self.clock()
+            if now < self.last:
+                now = self.last
+            fresh = wire.batch_header(self.tid, self.seq + 1, now)
+            _inject("flush:before-swap")
+            old, count, self.buf, self.count, self.seq, self.last = (
+                self.buf, self.count, fresh, 0, self.seq + 1, now)
+            _inject("flush:after-swap")
+            wire.seal_batch(old, count)
+            self.writer.write_batch(self.tid, old, count)
+            _inject("flush:end")
+        finally:
+            self.flushing = False
+
+    # -- interning ---------------------------------------------------------
+
+    def string_id(self, text: str) -> int:
+        tables = self.tables
+        sid = tables.strings.get(text)
+        if sid is None:
+            new = next(tables.string_ids)
+            sid = tables.strings.setdefault(text, new)
+            if sid == new:
+                _inject("intern:string")
+                self._append(wire.string_record(sid, text))
+        return sid
+
+    def func_id(self, key, name: str, filename: str, line: int) -> int:
+        """Id of a function, defined on first use.  ``key`` identifies it
+        (a code object, or any hashable the caller chooses)."""
+        tables = self.tables
+        fid = tables.funcs.get(key)
+        if fid is None:
+            name_id = self.string_id(name)
+            file_id = self.string_id(filename)
+            new = next(tables.func_ids)
+            fid = tables.funcs.setdefault(key, new)
+            if fid == new:
+                _inject("intern:func")
+                self._append(wire.record(events.FUNC, (fid, name_id, file_id, line)))
+        return fid
+
+    def stack_id(self, frames: tuple) -> int:
+        """Id of a stack of ``(func_id, line)`` frames, innermost first."""
+        if not frames:
+            return 0
+        tables = self.tables
+        kid = tables.stacks.get(frames)
+        if kid is None:
+            new = next(tables.stack_ids)
+            kid = tables.stacks.setdefault(frames, new)
+            if kid == new:
+                _inject("intern:stack")
+                self._append(wire.stack_record(kid, frames))
+        return kid
+
+
+class Slots:
+    """Maps the running thread to its slot; keeps every slot for the final flush."""
+
+    def __init__(self, writer, tables: Tables, clock, limit: int) -> None:
+        self.writer = writer
+        self.tables = tables
+        self.clock = clock
+        self.limit = limit
+        self.by_ident: dict[int, ThreadSlot] = {}
+        self.all: list[ThreadSlot] = []
+        self._tids = itertools.count(1)
+
+    def current(self) -> ThreadSlot:
+        """The calling thread's slot, created on its first event."""
+        slot = self.by_ident.get(threading.get_ident())
+        if slot is None:
+            slot = self._create(threading.get_ident())
+        return slot
+
+    def _create(self, ident: int) -> ThreadSlot:
+        mine = ThreadSlot(next(self._tids), self.writer, self.tables, self.clock, self.limit)
+        # setdefault: if a re-entrant call created one first, use that one.
+        slot = self.by_ident.setdefault(ident, mine)
+        if slot is mine:
+            self.all.append(slot)
+        return slot
+
+    def retire(self, ident: int) -> None:
+        """The thread ``ident`` has ended: flush its slot and forget the ident
+        (the OS may give it to a new thread, which must get a new slot)."""
+        slot = self.by_ident.pop(ident, None)
+        if slot is not None:
+            slot.flush()
+
+    def flush_all(self) -> None:
+        """Flush every slot, live threads and finished ones alike."""
+        for slot in list(self.all):
+            slot.flush()
