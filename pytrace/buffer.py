@@ -223,11 +223,22 @@ class Slots:
         """The calling thread's slot, created on its first event."""
         slot = self.by_ident.get(threading.get_ident())
         if slot is None:
-            slot = self._create(threading.get_ident())
+            slot = self._create(threading.get_ident(), self.reserve_tid())
         return slot
 
-    def _create(self, ident: int) -> ThreadSlot:
-        mine = ThreadSlot(next(self._tids), self.writer, self.tables, self.clock, self.limit)
+    def reserve_tid(self) -> int:
+        """A fresh thread id, e.g. for a thread being created (ThreadCreate
+        names the child before the child runs; the child then ``bind``s it)."""
+        return next(self._tids)
+
+    def bind(self, tid: int) -> ThreadSlot:
+        """Give the calling thread a new slot with the reserved ``tid``,
+        retiring a stale slot left by an earlier thread with the same ident."""
+        self.retire(threading.get_ident())
+        return self._create(threading.get_ident(), tid)
+
+    def _create(self, ident: int, tid: int) -> ThreadSlot:
+        mine = ThreadSlot(tid, self.writer, self.tables, self.clock, self.limit)
         # setdefault: if a re-entrant call created one first, use that one.
         slot = self.by_ident.setdefault(ident, mine)
         if slot is mine:

@@ -1,16 +1,20 @@
 """The ``pytrace`` command: a thin face over the library API.
 
 Exit codes: 0 success, 1 the input is bad (e.g. an invalid trace), 2 usage
-error (argparse's convention).
+error (argparse's convention).  ``pytrace run`` exits with the traced
+program's own status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
 from .errors import TraceFormatError
+from .options import Options, OptionsError
+from .session import TracerError
 
 
 def _validate(args) -> int:
@@ -34,12 +38,79 @@ def _validate(args) -> int:
     return status
 
 
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """The recording options as command-line flags (``pytrace run``)."""
+    parser.add_argument("--no-calls", dest="calls", action="store_false",
+                        help="light Go-style mode: no function call events")
+    parser.add_argument("--c-calls", action="store_true", help="also record calls of C functions")
+    parser.add_argument("--no-gc", dest="gc", action="store_false", help="do not record GC")
+    parser.add_argument("--no-threads", dest="threads", action="store_false",
+                        help="do not record thread create/start/end")
+    parser.add_argument("--no-blocking", dest="blocking", action="store_false",
+                        help="do not record sleeps, lock waits and I/O waits")
+    parser.add_argument("--no-asyncio", dest="asyncio", action="store_false",
+                        help="do not record asyncio tasks")
+    parser.add_argument("--sample-rate", type=float, default=0.0, metavar="HZ",
+                        help="CPU samples of all threads per second (default 0: off)")
+    parser.add_argument("--heap-interval", type=float, default=0.0, metavar="SECONDS",
+                        help="heap counters every SECONDS besides each GC end (default 0: off)")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
+                        help="only trace modules or files matching GLOB (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="never trace modules or files matching GLOB (repeatable)")
+    parser.add_argument("--max-depth", type=int, default=0, metavar="N",
+                        help="record calls at most N deep (default 0: unlimited)")
+    parser.add_argument("--buffer-size", type=int, default=Options.buffer_size, metavar="BYTES",
+                        help=f"bytes per thread buffer (default {Options.buffer_size})")
+    parser.add_argument("--backend", choices=("auto", "monitoring", "setprofile"), default="auto",
+                        help="call hook: sys.monitoring (3.12+) or sys.setprofile (default: best)")
+
+
+def options_from_args(args) -> Options:
+    return Options(
+        calls=args.calls, c_calls=args.c_calls, gc=args.gc, threads=args.threads,
+        blocking=args.blocking, asyncio=args.asyncio, sample_rate=args.sample_rate,
+        heap_interval=args.heap_interval, include=tuple(args.include),
+        exclude=tuple(args.exclude), max_depth=args.max_depth, buffer_size=args.buffer_size,
+        backend=args.backend)
+
+
+def _run(args) -> int:
+    from .run import run_program
+
+    if not args.program:
+        print("pytrace run: give a script (pytrace run app.py) or a module (pytrace run -m pkg)",
+              file=sys.stderr)
+        return 2
+    target, rest = args.program[0], args.program[1:]
+    output = args.output
+    if output is None:
+        stem = target if args.module else os.path.splitext(os.path.basename(target))[0]
+        output = f"{stem}.pytrace"
+    try:
+        options = options_from_args(args)
+        return run_program(target, rest, module=args.module, path=output, options=options)
+    except (OptionsError, TracerError) as exc:
+        print(f"pytrace run: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytrace", description="A Go-style execution tracer for CPython.")
     parser.add_argument("--version", action="version", version=f"pytrace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+
+    p = commands.add_parser("run", help="run a Python program under the tracer",
+                            usage="pytrace run [options] (script.py | -m module) [args...]")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the trace (default: <script or module>.pytrace)")
+    p.add_argument("-m", dest="module", action="store_true", help="run a module, like python -m")
+    add_option_flags(p)
+    p.add_argument("program", nargs=argparse.REMAINDER, help="script or module, then its arguments")
+    p.set_defaults(func=_run)
+
     p = commands.add_parser("validate", help="check that trace files are whole and well-formed")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=_validate)

@@ -1,0 +1,1 @@
+"""Event sources.  Each module has ``install(session) -> uninstall``; see ``pytrace.session.HOOKS``."""

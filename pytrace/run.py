@@ -1,0 +1,86 @@
+"""Run a program under the tracer the way ``python`` would run it.
+
+The program sees the same ``sys.argv``, ``sys.path[0]``, ``__name__ ==
+"__main__"``, exit code and exceptions as without pytrace: a ``SystemExit``
+keeps its code, an uncaught exception prints the program's own traceback
+(pytrace's and runpy's frames left out) and exits 1, Ctrl-C exits like
+Python's (traceback, status 130).  The trace is finished in every case.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import types
+
+from . import session as tracing
+
+_RUNNER_FILES = (os.path.abspath(runpy.__file__),)
+
+
+def _program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop the leading frames that belong to pytrace or runpy."""
+    while tb is not None:
+        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not (tracing.is_own_code(filename) or filename in _RUNNER_FILES
+                or filename.startswith("<frozen runpy")):
+            break
+        tb = tb.tb_next
+    return tb
+
+
+def run_program(target: str, args: list[str], *, module: bool, path, options) -> int:
+    """Trace ``target`` (a script path, or a module name if ``module``) with
+    ``args``; return the exit status ``python`` would have given."""
+    if module:
+        sys.argv = [target, *args]
+        sys.path.insert(0, os.getcwd())
+    else:
+        if not os.path.exists(target):
+            print(f"pytrace: cannot run {target}: no such file", file=sys.stderr)
+            return 2
+        sys.argv = [target, *args]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+    session = tracing.start(path, options=options)
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException as exc:  # the program's own uncaught exception
+        tracing.stop()
+        sys.excepthook(type(exc), exc, _program_traceback(exc.__traceback__))
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        tracing.stop()
+    _summarize(session)
+    return status
+
+
+def _exit_status(code) -> int:
+    """What the interpreter does with ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _summarize(session: tracing.Session) -> None:
+    """A few lines on stderr: where the trace went and what is in it."""
+    totals = session.recorder.writer.totals
+    records = sum(n for _, n in totals.values())
+    try:
+        size = os.path.getsize(session.path)
+    except OSError:
+        size = 0
+    print(f"pytrace: wrote {session.path} ({size / 1024:.1f} KiB, {records} records "
+          f"from {len(totals)} threads)", file=sys.stderr)
+    for line in session.summary_lines():
+        print(f"pytrace: {line}", file=sys.stderr)
+    print(f"pytrace: check it with `pytrace validate {session.path}`", file=sys.stderr)
