@@ -479,7 +479,7 @@ class Decoder:
                 s = ()
             return s
 
-        resolvers = {"s": string, "f": func, "k": stack}
+        resolvers = {"s": string, "f": func, "k": stack, "i": wire.unzigzag}
         plan = {}
         for kind in events.TABLE:
             fns = tuple(resolvers.get(t) for _, t in kind.args)
