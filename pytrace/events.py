@@ -162,3 +162,19 @@ FOOTER = BY_NAME["Footer"].id
 STRING = BY_NAME["String"].id
 FUNC = BY_NAME["Func"].id
 STACK = BY_NAME["Stack"].id
+
+
+def markdown_table() -> str:
+    """The event list of ``docs/format.md``, generated from this table
+    (``tests/test_spec.py`` keeps the spec in sync and prints the fix)."""
+    lines = [
+        "| id | name | timed | arguments (after the delta) | meaning |",
+        "|---:|---|:---:|---|---|",
+    ]
+    for k in TABLE:
+        args = ", ".join(f"`{n}`:{t}" for n, t in k.args) or "—"
+        lines.append(f"| {k.id} | {k.name} | {'yes' if k.timed else 'no'} | {args} | {k.doc} |")
+    lines.append("")
+    lines.append("Blocking reasons (`Block.reason`): "
+                 + ", ".join(f"{i} {r}" for i, r in enumerate(BLOCK_REASONS)) + ".")
+    return "\n".join(lines)
