@@ -15,7 +15,7 @@ the cut is.
 
 from __future__ import annotations
 
-import heapq
+import operator
 import os
 import warnings
 from typing import NamedTuple
@@ -326,7 +326,9 @@ class Decoder:
     def _decode_batch(self, info: BatchInfo, out: list) -> tuple[int, int]:
         """Append the batch's events to ``out`` as ``(ticks, tid, kind, raw_args)``.
 
-        Returns the number of records and the last timestamp.
+        Returns the number of records and the last timestamp.  The common
+        case (a known timed event with one to three inline varints) takes a
+        fast path; everything else goes through ``_slow_record``.
         """
         data = self.data
         end = info.end
@@ -334,61 +336,87 @@ class Decoder:
         ts = info.base
         p = info.header_end
         found = 0
-        by_id = events.BY_ID
+        kinds = _KINDS_BY_ID
+        inline_counts = _INLINE_COUNTS
         read_uvarint = wire.read_uvarint
         append = out.append
         while p < end:
             start = p
             head = data[p]
-            kind_id = head & 0x3F
-            code = head >> 6
             p += 1
-            try:
-                if code < 3:
-                    values = []
-                    for _ in range(code + 1):
-                        v = data[p] if p < end else 0x80
-                        if v < 0x80:
-                            p += 1
-                        else:
-                            v, p = read_uvarint(data, p, end)
-                        values.append(v)
-                    body = None
-                else:
-                    length, p = read_uvarint(data, p, end)
-                    if p + length > end:
-                        raise wire.Truncated(start)
-                    values = None
-                    body = (p, p + length)
-                    p += length
-            except wire.Truncated:
-                self._error("a record runs past the end of its batch", start, tid, info.seq)
-                break
-            except wire.Malformed as exc:
-                self._error(f"corrupt record: {exc}", start, tid, info.seq)
-                break
             found += 1
-            kind = by_id.get(kind_id)
-            if kind is None:
-                self._skip_unknown(kind_id, start)
-                continue
-            if kind.timed:
-                if values is None:
+            if inline_counts[head] == 1:
+                dt = data[p] if p < end else 0x80
+                if dt < 0x80:
+                    p += 1
+                else:
                     try:
-                        values = self._varints(*body)
-                    except (wire.Truncated, wire.Malformed):
-                        values = []
-                if len(values) != kind.varint_count:
-                    self._error(f"{kind.name} has {len(values)} values; the event table "
-                                f"gives it {kind.varint_count}", start, tid, info.seq)
-                    continue
-                ts += values[0]
-                append((ts, tid, kind, values[1:] if len(values) > 1 else ()))
-            elif kind.top_level:
-                self._error(f"{kind.name} record inside a batch", start, tid, info.seq)
+                        dt, p = read_uvarint(data, p, end)
+                    except (wire.Truncated, wire.Malformed) as exc:
+                        self._bad_record(exc, start, info)
+                        break
+                ts += dt
+                append((ts, tid, kinds[head & 0x3F], ()))
+            elif inline_counts[head] == 2:
+                try:
+                    dt, p = read_uvarint(data, p, end)
+                    a, p = read_uvarint(data, p, end)
+                except (wire.Truncated, wire.Malformed) as exc:
+                    self._bad_record(exc, start, info)
+                    break
+                ts += dt
+                append((ts, tid, kinds[head & 0x3F], (a,)))
             else:
-                self._definition(kind_id, values, body, start, tid, info.seq)
+                try:
+                    p, ts = self._slow_record(head, start, p, ts, info, out)
+                except (wire.Truncated, wire.Malformed) as exc:
+                    self._bad_record(exc, start, info)
+                    break
+        if p > end:
+            self._error("a record runs past the end of its batch", start, tid, info.seq)
         return found, ts
+
+    def _bad_record(self, exc, start: int, info: BatchInfo) -> None:
+        if isinstance(exc, wire.Truncated):
+            self._error("a record runs past the end of its batch", start, info.tid, info.seq)
+        else:
+            self._error(f"corrupt record: {exc}", start, info.tid, info.seq)
+
+    def _slow_record(self, head: int, start: int, p: int, ts: int, info: BatchInfo, out: list):
+        """Any record but the common inline events; returns ``(next_pos, ts)``."""
+        data, end, tid = self.data, info.end, info.tid
+        kind_id = head & 0x3F
+        code = head >> 6
+        if code < 3:
+            values = []
+            for _ in range(code + 1):
+                v, p = wire.read_uvarint(data, p, end)
+                values.append(v)
+            body = None
+        else:
+            length, p = wire.read_uvarint(data, p, end)
+            if p + length > end:
+                raise wire.Truncated(start)
+            values = None
+            body = (p, p + length)
+            p += length
+        kind = events.BY_ID.get(kind_id)
+        if kind is None:
+            self._skip_unknown(kind_id, start)
+        elif kind.timed:
+            if values is None:
+                values = self._varints(*body)
+            if len(values) != kind.varint_count:
+                self._error(f"{kind.name} has {len(values)} values; the event table "
+                            f"gives it {kind.varint_count}", start, tid, info.seq)
+            else:
+                ts += values[0]
+                out.append((ts, tid, kind, tuple(values[1:])))
+        elif kind.top_level:
+            self._error(f"{kind.name} record inside a batch", start, tid, info.seq)
+        else:
+            self._definition(kind_id, values, body, start, tid, info.seq)
+        return p, ts
 
     def _definition(self, kind_id, values, body, offset, tid, seq) -> None:
         """Record a String, Func or Stack definition (resolved after all batches)."""
@@ -480,31 +508,30 @@ class Decoder:
             return s
 
         resolvers = {"s": string, "f": func, "k": stack, "i": wire.unzigzag}
-        plan = {}
-        for kind in events.TABLE:
-            fns = tuple(resolvers.get(t) for _, t in kind.args)
-            plan[kind.id] = fns if any(fns) else None
+        plan = {kind.id: _resolver([resolvers.get(t) for _, t in kind.args])
+                for kind in events.TABLE}
 
         start_ticks = _int(trace.meta.get("start_ticks"))
         if start_ticks is None:
             firsts = [evs[0][0] for evs in per_thread.values() if evs]
             start_ticks = min(firsts) if firsts else 0
         freq = trace.frequency or 1
-        scale_ns = freq == 1_000_000_000
-
-        def convert(evs):
+        make = tuple.__new__
+        result = []
+        append = result.append
+        for _, evs in sorted(per_thread.items()):
             for ticks, tid, kind, raw in evs:
-                fns = plan[kind.id]
-                if fns is not None:
-                    raw = tuple(fn(v) if fn else v for fn, v in zip(fns, raw))
-                else:
-                    raw = tuple(raw)
+                resolve = plan[kind.id]
+                if resolve is not None:
+                    raw = resolve(raw)
                 delta = ticks - start_ticks
-                ts = delta if scale_ns else delta * 1_000_000_000 // freq
-                yield Event(ts, tid, kind, raw)
-
-        streams = [convert(evs) for _, evs in sorted(per_thread.items())]
-        trace.events = list(heapq.merge(*streams, key=_event_ts))
+                if freq != 1_000_000_000:
+                    delta = delta * 1_000_000_000 // freq
+                append(make(Event, (delta, tid, kind, raw)))
+        # Each thread's events are already in time order: the sort merges
+        # those runs (stable, so ties keep thread order).
+        result.sort(key=_TS)
+        trace.events = result
         for what, ids in undefined.items():
             listed = ", ".join(map(str, sorted(ids)[:5]))
             problem = f"{len(ids)} {what} id(s) used but never defined: {listed}"
@@ -514,8 +541,37 @@ class Decoder:
                 self._error(problem)
 
 
-def _event_ts(event: Event) -> int:
-    return event.ts
+def _inline_counts() -> list[int]:
+    """For each possible type byte: the varint count if it is a known timed
+    event with one or two inline varints (the decoder's fast path), else 0."""
+    counts = [0] * 256
+    for kind in events.TABLE:
+        if kind.timed and kind.varint_count in (1, 2):
+            counts[kind.id | (kind.varint_count - 1) << 6] = kind.varint_count
+    return counts
+
+
+_INLINE_COUNTS = _inline_counts()
+_TS = operator.itemgetter(0)
+
+
+def _resolver(fns):
+    """A function turning raw argument ids into values, or None if there is
+    nothing to resolve.  Specialised for the common arities: it runs once per event."""
+    if not any(fns):
+        return None
+    if len(fns) == 1:
+        (f,) = fns
+        return lambda raw: (f(raw[0]),)
+    if len(fns) == 2:
+        f0, f1 = fns
+        if f0 is None:
+            return lambda raw: (raw[0], f1(raw[1]))
+        if f1 is None:
+            return lambda raw: (f0(raw[0]), raw[1])
+        return lambda raw: (f0(raw[0]), f1(raw[1]))
+    return lambda raw: tuple(f(v) if f else v for f, v in zip(fns, raw))
+_KINDS_BY_ID = [events.BY_ID.get(i) for i in range(64)]
 
 
 def _int(text):

@@ -3,14 +3,15 @@
 The program sees the same ``sys.argv``, ``sys.path[0]``, ``__name__ ==
 "__main__"``, exit code and exceptions as without pytrace: a ``SystemExit``
 keeps its code, an uncaught exception prints the program's own traceback
-(pytrace's and runpy's frames left out) and exits 1, Ctrl-C exits like
-Python's (traceback, status 130).  The trace is finished in every case.
+(pytrace's and runpy's frames left out) and exits 1, an uncaught Ctrl-C
+prints its traceback and ends the process by SIGINT, as Python 3.8+ does.  The trace is finished in every case.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 import types
 
@@ -43,6 +44,7 @@ def run_program(target: str, args: list[str], *, module: bool, path, options) ->
         sys.argv = [target, *args]
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
     session = tracing.start(path, options=options)
+    uncaught = None
     try:
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -52,13 +54,25 @@ def run_program(target: str, args: list[str], *, module: bool, path, options) ->
     except SystemExit as exc:
         status = _exit_status(exc.code)
     except BaseException as exc:  # the program's own uncaught exception
-        tracing.stop()
-        sys.excepthook(type(exc), exc, _program_traceback(exc.__traceback__))
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        uncaught = exc
+        status = 1
     finally:
         tracing.stop()
+    if uncaught is not None:
+        sys.excepthook(type(uncaught), uncaught, _program_traceback(uncaught.__traceback__))
     _summarize(session)
+    if isinstance(uncaught, KeyboardInterrupt):
+        _die_of_sigint()
     return status
+
+
+def _die_of_sigint() -> None:
+    """End the way Python does after an uncaught Ctrl-C: killed by SIGINT,
+    so that a calling shell sees the signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _exit_status(code) -> int:

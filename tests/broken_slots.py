@@ -24,14 +24,11 @@ class HeaderOnEmptySlot(ThreadSlot):
     finds the buffer empty writes a batch header.  So when the buffer is
     flushed while a String definition is written, and the next record is
     another definition, that batch goes out with no header: its records sit
-    in the file outside any batch.
+    in the file outside any batch.  (The first buffer keeps the header the
+    real slot gives it, so that only the flush path is wrong.)
     """
 
     __slots__ = ()
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.buf = bytearray()
 
     def _start_batch_if_empty(self) -> None:
         if not self.buf:

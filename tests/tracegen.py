@@ -237,6 +237,14 @@ class Layout(NamedTuple):
     def thread_batches(self, tid: int) -> list:
         return [b for b in self.batches if b.tid == tid]
 
+    def totals(self) -> dict:
+        """tid -> (batches, records) really in the file: what a correct footer says."""
+        counts: dict = {}
+        for batch in self.batches:
+            batches, records = counts.get(batch.tid, (0, 0))
+            counts[batch.tid] = (batches + 1, records + len(batch.records))
+        return counts
+
 
 _BATCH_FIELDS = struct.Struct("<II")  # length, record count (after the type byte)
 
@@ -314,3 +322,16 @@ def rewrite_batch(data: bytes, batch: Batch, *, base: int | None = None,
     sealed = (bytes((events.BATCH,)) + _BATCH_FIELDS.pack(4 + len(fields) + len(body), count)
               + fields + body)
     return splice(data, batch.offset, batch.end, sealed)
+
+
+def replace_footer(data: bytes, totals: dict) -> bytes:
+    """``data`` with its footer saying ``totals`` (tid -> (batches, records))."""
+    footer = scan(data).footer
+    record = wire.footer_record(sorted((tid, b, n) for tid, (b, n) in totals.items()))
+    return splice(data, footer.offset, footer.end, record)
+
+
+def refooter(data: bytes) -> bytes:
+    """``data`` with a footer that matches its batches again, so that a
+    corruption test breaks only the rule it means to break."""
+    return replace_footer(data, scan(data).totals())

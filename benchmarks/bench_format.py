@@ -1,0 +1,55 @@
+"""Encoder and reader throughput, and bytes per call event (issue 2).
+
+    .venv/bin/python -m pytest benchmarks/bench_format.py --benchmark-only
+
+The call-heavy stream is what the call hooks write for recursive fib: per
+call one CallEnter(func) and one CallExit, over a handful of functions, with
+the real clock.  ``extra_info`` carries events/s and bytes per event.
+"""
+
+import pytest
+
+import pytrace
+from pytrace import events
+from pytrace.recorder import Recorder
+
+CALLS = 200_000
+ENTER = events.BY_NAME["CallEnter"].id
+EXIT = events.BY_NAME["CallExit"].id
+ENTER_PREFIX = bytes((ENTER | 1 << 6,))
+EXIT_PREFIX = bytes((EXIT,))
+
+
+def write_call_stream(path, calls=CALLS):
+    """Write ``calls`` enter/exit pairs as the call hooks do; return the record count."""
+    with Recorder(path) as recorder:
+        slot = recorder.slots.current()
+        funcs = [slot.func_id(("bench", i), f"fib{i}", "bench.py", i) for i in range(8)]
+        for i in range(calls):
+            slot.emit_small(ENTER_PREFIX, funcs[i & 7])
+            slot.emit_small(EXIT_PREFIX, -1)
+    return 2 * calls
+
+
+def test_encoder_call_stream(benchmark, tmp_path):
+    path = tmp_path / "calls.pytrace"
+    count = benchmark.pedantic(write_call_stream, args=(path,), rounds=5, iterations=1)
+    size = path.stat().st_size
+    benchmark.extra_info["events"] = count
+    benchmark.extra_info["bytes_per_event"] = round(size / count, 3)
+    benchmark.extra_info["events_per_second"] = round(count / benchmark.stats.stats.median)
+    assert size / count <= 5, "the format promises <= 5 bytes per call enter/exit event"
+
+
+@pytest.fixture(scope="module")
+def call_trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reader") / "calls.pytrace"
+    write_call_stream(path)
+    return path
+
+
+def test_reader_throughput(benchmark, call_trace):
+    trace = benchmark.pedantic(pytrace.read, args=(call_trace,), rounds=5, iterations=1)
+    benchmark.extra_info["events"] = len(trace.events)
+    benchmark.extra_info["events_per_second"] = round(len(trace.events) / benchmark.stats.stats.median)
+

@@ -1,0 +1,94 @@
+"""Stress: many threads, tiny buffers and gc storms whose callbacks emit events.
+
+Where ``tests/test_reentrancy.py`` forces one interleaving at a time, this
+test lets the interpreter find them: 16 threads race to intern the same new
+strings, functions and stacks through buffers that flush every few records,
+while frequent collections (explicit and automatic, with a low threshold)
+run a gc callback that emits its own events, with new strings, in whatever
+tracer code the collecting thread was in, and a short switch interval makes
+the GIL change hands often.  Whatever happened, the trace must validate and
+hold every emitted event exactly once.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import sys
+import threading
+from collections import Counter
+
+from pytrace.recorder import MIN_BUFFER_SIZE, Recorder
+from test_reentrancy import Ledger, check_trace
+
+THREADS = 16
+ROUNDS = 250
+#: Every worker collects explicitly this often (cycling through generations).
+COLLECT_EVERY = 20
+#: Buffers hold a header and one or two records: nearly every write flushes.
+TINY_BUFFER = MIN_BUFFER_SIZE + 16
+
+
+def run_workers(recorder: Recorder, ledger: Ledger, errors: list) -> None:
+    barrier = threading.Barrier(THREADS)
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(ROUNDS):
+                slot = recorder.slots.current()
+                ledger.log(slot, "worker", f"thread {n} round {i}")
+                if i % 5 == 0:
+                    # Names and functions shared by all threads: they race to define them.
+                    ledger.task(slot, f"shared task {i}", f"func {i % 20}", n + 1)
+                if i % COLLECT_EVERY == 0:
+                    gc.collect(i // COLLECT_EVERY % 3)
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            errors.append(exc)
+        finally:
+            # The OS may reuse this ident for a later thread, which must get its own slot.
+            recorder.slots.retire(threading.get_ident())
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_threads_and_gc_storms_lose_and_duplicate_nothing(trace_path):
+    ledger = Ledger()
+    errors: list[BaseException] = []
+    collections = itertools.count()
+
+    with Recorder(trace_path, buffer_size=TINY_BUFFER) as recorder:
+
+        def on_gc(phase: str, info: dict) -> None:
+            try:
+                ledger.log(recorder.slots.current(), f"gc {phase}",
+                           f"gc {phase} {info['generation']} #{next(collections)}")
+            except BaseException as exc:  # an exception here would only be printed
+                errors.append(exc)
+
+        threshold = gc.get_threshold()
+        switch_interval = sys.getswitchinterval()
+        gc.callbacks.append(on_gc)
+        gc.set_threshold(100, 5, 5)
+        sys.setswitchinterval(1e-5)
+        try:
+            run_workers(recorder, ledger, errors)
+        finally:
+            sys.setswitchinterval(switch_interval)
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(on_gc)
+
+    assert errors == []
+    check = check_trace(trace_path, ledger)
+    assert check.problems == []
+    decoded = Counter((e.tid, e.name) for e in check.trace.events)
+    assert decoded == Counter((tid, kind) for tid, kind, _ in ledger.emitted)
+    worker_tids = {tid for tid, _, args in ledger.emitted if args[1] == "worker"}
+    assert len(worker_tids) == THREADS
+    assert len(check.trace.strings) > THREADS * ROUNDS
+    gc_events = sum(1 for _, _, args in ledger.emitted if args[1].startswith("gc "))
+    assert gc_events >= 2 * ROUNDS // COLLECT_EVERY
