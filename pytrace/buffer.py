@@ -150,13 +150,16 @@ class ThreadSlot:
         self.flushing = True
         try:
             _inject("flush:start")
-            now = self.clock()
-            if now < self.last:
-                now = self.last
-            fresh = wire.batch_header(self.tid, self.seq + 1, now)
+            fresh = wire.batch_header(self.tid, self.seq + 1, 0)
             _inject("flush:before-swap")
-            old, count, self.buf, self.count, self.seq, self.last = (
-                self.buf, self.count, fresh, 0, self.seq + 1, now)
+            old, count, self.buf, self.count, self.seq, base = (
+                self.buf, self.count, fresh, 0, self.seq + 1, self.last)
+            # The new batch's base is the time of the last event before the
+            # swap, read in the same statement: deltas continue unbroken, and
+            # no re-entrant event can make the base later than an event of
+            # the previous batch.  The field is fixed-width, so setting it
+            # now cannot disturb records appended since the swap.
+            wire.set_batch_base(fresh, base)
             _inject("flush:after-swap")
             wire.seal_batch(old, count)
             self.writer.write_batch(self.tid, old, count)

@@ -199,10 +199,12 @@ class Decoder:
             self._cut_at(pos, "inside a batch")
             return None
         try:
+            if batch_end < pos + wire.BATCH_FIXED_SIZE:
+                raise wire.Malformed("batch shorter than its header")
+            (base,) = wire.BATCH_BASE.unpack_from(data, pos + wire.BATCH_BASE_OFFSET)
             p = pos + wire.BATCH_FIXED_SIZE
             tid, p = wire.read_uvarint(data, p, batch_end)
             seq, p = wire.read_uvarint(data, p, batch_end)
-            base, p = wire.read_uvarint(data, p, batch_end)
         except (wire.Truncated, wire.Malformed):
             self._error("corrupt batch header", pos)
             return None

@@ -19,10 +19,14 @@ HEADER = MAGIC + struct.pack("<H", VERSION) + bytes(6)
 HEADER_SIZE = len(HEADER)
 
 #: Batch prefix: type byte, u32 LE length (bytes after this field), u32 LE
-#: event count.  Both u32 fields are patched when the batch is flushed.
+#: record count, u64 LE base ticks.  All three are fixed-width because they
+#: are patched in place: length and count when the batch is sealed, the base
+#: when the flush that started the batch makes it live (see buffer.py).
 BATCH_PREFIX = struct.Struct("<BII")
 BATCH_LENGTH_OFFSET = 1
-BATCH_FIXED_SIZE = BATCH_PREFIX.size  # 9
+BATCH_BASE = struct.Struct("<Q")
+BATCH_BASE_OFFSET = BATCH_PREFIX.size  # 9
+BATCH_FIXED_SIZE = BATCH_BASE_OFFSET + BATCH_BASE.size  # 17
 
 #: Largest argument count code; code 3 means "uvarint length, then that many bytes".
 LENGTH_PREFIXED = 3
@@ -112,15 +116,21 @@ def footer_record(totals) -> bytes:
 
 
 def batch_header(tid: int, seq: int, base: int) -> bytearray:
-    """A batch's opening bytes, with the two u32 fields still zero.
+    """A batch's opening bytes, with length and count still zero.
 
-    ``seal_batch`` fills them in when the batch is handed to the writer.
+    ``seal_batch`` fills them in when the batch is handed to the writer;
+    ``set_batch_base`` may replace ``base`` while the batch is live.
     """
     out = bytearray(BATCH_PREFIX.pack(events.BATCH, 0, 0))
+    out += BATCH_BASE.pack(base)
     out += uvarint(tid)
     out += uvarint(seq)
-    out += uvarint(base)
     return out
+
+
+def set_batch_base(batch: bytearray, base: int) -> None:
+    """Patch the base ticks of a batch in place."""
+    BATCH_BASE.pack_into(batch, BATCH_BASE_OFFSET, base)
 
 
 def seal_batch(batch: bytearray, event_count: int) -> None:
