@@ -132,7 +132,7 @@ class Decoder:
     def _scan_file(self) -> list[BatchInfo] | None:
         data, end = self.data, self.end
         if end < wire.HEADER_SIZE or data[:len(wire.MAGIC)] != wire.MAGIC:
-            what = "too short" if end < wire.HEADER_SIZE else "has the wrong magic bytes"
+            what = "is too short" if end < wire.HEADER_SIZE else "has the wrong magic bytes"
             self._error(f"not a pytrace trace: the file {what}", 0)
             return None
         version = int.from_bytes(data[8:10], "little")
@@ -303,6 +303,9 @@ class Decoder:
             if seq != expected:
                 if seq < expected:
                     problem = f"batch {seq} of thread {tid} appears again (a repeated batch)"
+                elif expected == 0:
+                    problem = (f"batch {seq} of thread {tid} is its first in the file: "
+                               f"batches 0..{seq - 1} are missing")
                 else:
                     problem = (f"batch {seq} of thread {tid} follows batch {expected - 1}: "
                                f"batches {expected}..{seq - 1} are missing")
@@ -472,6 +475,14 @@ class Decoder:
         trace = self.trace
         data = self.data
         undefined: dict[str, set] = {}
+        # The thread whose events are being resolved, so that an undefined id
+        # can be reported where it is first used (None: inside a definition).
+        using = [None]
+        first_use: dict[str, int | None] = {}
+
+        def missing(what, ident):
+            undefined.setdefault(what, set()).add(ident)
+            first_use.setdefault(what, using[0])
 
         for sid, (start, end, offset) in self._string_defs.items():
             try:
@@ -483,7 +494,7 @@ class Decoder:
         def string(sid):
             text = trace.strings.get(sid)
             if text is None:
-                undefined.setdefault("string", set()).add(sid)
+                missing("string", sid)
                 text = f"<undefined string {sid}>"
             return text
 
@@ -493,7 +504,7 @@ class Decoder:
         def func(fid):
             f = trace.funcs.get(fid)
             if f is None:
-                undefined.setdefault("function", set()).add(fid)
+                missing("function", fid)
                 f = Func(f"<undefined function {fid}>", "", 0)
             return f
 
@@ -505,7 +516,7 @@ class Decoder:
                 return None
             s = trace.stacks.get(kid)
             if s is None:
-                undefined.setdefault("stack", set()).add(kid)
+                missing("stack", kid)
                 s = ()
             return s
 
@@ -521,7 +532,8 @@ class Decoder:
         make = tuple.__new__
         result = []
         append = result.append
-        for _, evs in sorted(per_thread.items()):
+        for tid, evs in sorted(per_thread.items()):
+            using[0] = tid
             for ticks, tid, kind, raw in evs:
                 resolve = plan[kind.id]
                 if resolve is not None:
@@ -540,7 +552,7 @@ class Decoder:
             if self.cut is not None:
                 trace.warnings.append(problem + " (their definitions were lost in the cut)")
             else:
-                self._error(problem)
+                self._error(problem, tid=first_use[what])
 
 
 def _inline_counts() -> list[int]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pytrace import events
-from tracegen import sample_script, scan, splice, write_trace
+from tracegen import sample_script, scan, with_record_count, write_trace
 
 
 def pytrace_cli(*args):
@@ -42,9 +42,8 @@ def test_a_valid_trace_exits_0_with_a_summary(good_trace):
 def test_an_invalid_trace_exits_1_naming_problem_and_place(good_trace):
     data = good_trace.read_bytes()
     batch = scan(data).batches[1]
-    count_field = batch.offset + 5  # type byte, u32 length, then the u32 count
     wrong = len(batch.records) + 1
-    good_trace.write_bytes(splice(data, count_field, count_field + 4, wrong.to_bytes(4, "little")))
+    good_trace.write_bytes(with_record_count(data, batch, wrong))
     result = pytrace_cli("validate", str(good_trace))
     assert result.returncode == 1
     assert f"{good_trace}: INVALID: 1 problem(s)" in result.stdout

@@ -1,7 +1,8 @@
 """Whatever threads write through their slots, ``pytrace.read`` gives back exactly.
 
 For any scripts (every timed kind of the event table, random arguments of
-every argument type, 1-4 real threads writing concurrently, any buffer size
+every argument type, 1-4 real threads writing concurrently, either as the
+interpreter switches them or in an order hypothesis chooses, any buffer size
 from the minimum up), each thread's events come back with the same kind,
 resolved arguments, order and exact timestamp; the footer's totals are what
 the writer counted and what the file holds; ``validate`` calls the file valid.
@@ -18,7 +19,9 @@ import pytrace
 from pytrace import events
 from pytrace.reader import Func
 from pytrace.recorder import CLOCK_FREQUENCY, MIN_BUFFER_SIZE
-from tracegen import TIMED_KINDS, Step, events_by_thread, expected_events, write_trace
+from tracegen import (
+    TIMED_KINDS, Step, events_by_thread, expected_events, schedule_slots, write_trace,
+)
 
 #: Strings that are easy to get wrong (empty, non-ASCII, NUL, lone and paired
 #: surrogates, which the writer encodes with "surrogatepass"), plus any text.
@@ -50,26 +53,34 @@ steps = st.sampled_from(TIMED_KINDS).flatmap(
 )
 
 
+@st.composite
+def threads(draw):
+    """1-4 scripts, and the order their steps run in: free (None) or a schedule."""
+    scripts = draw(st.lists(st.lists(steps, max_size=40), min_size=1, max_size=4))
+    return scripts, draw(st.none() | st.permutations(schedule_slots(scripts)))
+
+
 def test_every_argument_type_has_a_strategy():
     """A new argument type in the event table must not go untested silently."""
     assert set(ARGUMENTS) == set(events.ARG_TYPES)
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
-    scripts=st.lists(st.lists(steps, max_size=40), min_size=1, max_size=4),
+    threads=threads(),
     buffer_size=st.one_of(st.integers(MIN_BUFFER_SIZE, 256), st.integers(MIN_BUFFER_SIZE, 1 << 16)),
     frequency=st.one_of(st.just(CLOCK_FREQUENCY), st.integers(1, 10**10)),
     start=st.integers(0, 2**62),
 )
 @example(  # a negative signed argument, every run
-    scripts=[[Step(5, events.BY_NAME["Counter"], ("depth", -5))]],
+    threads=([[Step(5, events.BY_NAME["Counter"], ("depth", -5))]], None),
     buffer_size=MIN_BUFFER_SIZE, frequency=CLOCK_FREQUENCY, start=0,
 )
-def test_every_thread_reads_back_exactly_what_it_wrote(scripts, buffer_size, frequency, start):
+def test_every_thread_reads_back_exactly_what_it_wrote(threads, buffer_size, frequency, start):
+    scripts, schedule = threads
     with tempfile.TemporaryDirectory() as tmp:
-        written = write_trace(os.path.join(tmp, "roundtrip.pytrace"), scripts,
+        written = write_trace(os.path.join(tmp, "roundtrip.pytrace"), scripts, schedule=schedule,
                               buffer_size=buffer_size, start=start, frequency=frequency)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a complete trace reads without any warning

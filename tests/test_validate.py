@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import pytrace
 from pytrace import TraceFormatError, TraceWarning, events, wire
 from tracegen import (
-    batch_body, body_without, events_by_thread, refooter, replace_footer, rewrite_batch,
-    sample_script, scan, splice, write_trace,
+    batch_body, body_replacing, events_by_thread, refooter, replace_footer, rewrite_batch,
+    sample_script, scan, splice, with_record_count, write_trace,
 )
 
 
@@ -54,9 +54,10 @@ def assert_reported(path, pattern: str, offset=None, tid=None, batch=None) -> No
     assert matching, f"no problem matches {pattern!r}: {[str(p) for p in report.problems]}"
     problem = matching[0]
     assert (problem.offset, problem.tid, problem.batch) == (offset, tid, batch), str(problem)
-    for label, value in (("byte", offset), ("thread", tid), ("batch", batch)):
-        if value is not None:
-            assert f"{label} {value}" in str(problem)
+    where = [f"{label} {value}" for label, value in
+             (("byte", offset), ("thread", tid), ("batch", batch)) if value is not None]
+    if where:
+        assert str(problem).endswith(f"(at {', '.join(where)})"), str(problem)
     with pytest.raises(TraceFormatError, match=pattern) as raised:
         pytrace.read(path)
     assert (raised.value.offset, raised.value.tid, raised.value.batch) == (offset, tid, batch)
@@ -66,18 +67,18 @@ def first_definition(layout, kind_id):
     return layout.definitions(kind_id)[0]
 
 
-def middle_batch(layout, *, thread_start=False):
-    """A batch in the middle of the file; with ``thread_start``, one whose
-    thread has batches before and after it."""
+def middle_batch(layout, *, with_neighbours=False):
+    """A batch in the middle of the file; ``with_neighbours``: one with
+    batches of its own thread before and after it."""
     candidates = [b for b in layout.batches
-                  if not thread_start or 0 < b.seq < len(layout.thread_batches(b.tid)) - 1]
+                  if not with_neighbours or 0 < b.seq < len(layout.thread_batches(b.tid)) - 1]
     return candidates[len(candidates) // 2]
 
 
 def test_the_layout_walker_agrees_with_the_writer(base):
     """The corruption tests trust ``scan``; it must see what was written."""
     assert base.layout.totals() == base.written.totals
-    assert [r.kind_id for r in base.layout.file_records][-1] == events.FOOTER
+    assert base.layout.footer.kind_id == events.FOOTER
     timed = {tid: sum(b.timed_events for b in base.layout.thread_batches(tid))
              for tid in base.written.tids}
     assert timed == {tid: len(evs) for tid, evs in base.events.items()}
@@ -147,7 +148,7 @@ def assert_cut(path, where: str, offset: int, expected: dict) -> None:
     report = pytrace.validate(path)
     assert not report.valid and report.errors == []
     assert re.search(rf"cut short {where}", str(report.cut)), str(report.cut)
-    assert report.cut.offset == offset and f"byte {offset}" in str(report.cut)
+    assert report.cut.offset == offset and str(report.cut).endswith(f"(at byte {offset})")
     with pytest.warns(TraceWarning, match=rf"cut short {where}"):
         trace = pytrace.read(path)
     assert not trace.complete
@@ -180,16 +181,25 @@ def test_cut_between_batches_means_no_footer(base, tmp_path, keep):
 
 
 def test_a_missing_batch_is_a_gap(base, tmp_path):
-    dropped = middle_batch(base.layout, thread_start=True)
+    dropped = middle_batch(base.layout, with_neighbours=True)
+    assert_gap_reported(base, tmp_path, dropped,
+                        rf"batch {dropped.seq + 1} of thread {dropped.tid} follows batch "
+                        rf"{dropped.seq - 1}: batches {dropped.seq}..{dropped.seq} are missing")
+
+
+def test_a_thread_missing_its_first_batch(base, tmp_path):
+    """The message must not name a batch before 0 (there is none)."""
+    dropped = base.layout.thread_batches(max(base.layout.totals()))[0]
+    assert_gap_reported(base, tmp_path, dropped,
+                        rf"^batch 1 of thread {dropped.tid} (?!.*batch -1).*batches 0\.\.0 are missing")
+
+
+def assert_gap_reported(base, tmp_path, dropped, pattern: str) -> None:
+    """Drop batch ``dropped``: the thread's next batch is reported, where it now is."""
     path = save(tmp_path, refooter(splice(base.data, dropped.offset, dropped.end)))
-    following = dropped.seq + 1
-    next_batch = next(b for b in base.layout.thread_batches(dropped.tid) if b.seq == following)
-    assert_reported(
-        path,
-        rf"batch {following} of thread {dropped.tid} follows batch {dropped.seq - 1}: "
-        rf"batches {dropped.seq}..{dropped.seq} are missing",
-        offset=next_batch.offset - (dropped.end - dropped.offset), tid=dropped.tid,
-        batch=following)
+    following = next(b for b in base.layout.thread_batches(dropped.tid) if b.seq == dropped.seq + 1)
+    assert_reported(path, pattern, offset=following.offset - (dropped.end - dropped.offset),
+                    tid=dropped.tid, batch=following.seq)
 
 
 def test_a_repeated_batch(base, tmp_path):
@@ -210,7 +220,7 @@ def test_a_batch_without_its_header(base, tmp_path):
 
 
 def test_timestamps_going_backwards_within_a_thread(base, tmp_path):
-    late = middle_batch(base.layout, thread_start=True)
+    late = middle_batch(base.layout, with_neighbours=True)
     assert late.base > 0
     path = save(tmp_path, rewrite_batch(base.data, late, base=0))
     assert_reported(path, rf"thread {late.tid}'s clock goes backwards: batch {late.seq} starts",
@@ -219,10 +229,10 @@ def test_timestamps_going_backwards_within_a_thread(base, tmp_path):
 
 def test_a_batch_that_miscounts_its_records(base, tmp_path):
     batch = middle_batch(base.layout)
-    count_field = batch.offset + 5  # type byte, u32 length, then the u32 count
     wrong = len(batch.records) + 1
-    path = save(tmp_path, splice(base.data, count_field, count_field + 4, wrong.to_bytes(4, "little")))
-    assert_reported(path, rf"batch header says {wrong} records, the batch holds {len(batch.records)}",
+    path = save(tmp_path, with_record_count(base.data, batch, wrong))
+    assert_reported(path, rf"batch header says {wrong} records, "
+                          rf"the batch holds {len(batch.records)}",
                     offset=batch.offset, tid=batch.tid, batch=batch.seq)
 
 
@@ -247,16 +257,20 @@ def test_an_id_defined_twice(base, tmp_path, kind_id, name, duplicate):
 ], ids=["string", "function", "stack"])
 def test_an_id_used_but_never_defined(base, tmp_path, kind_id, name):
     batch, definition = first_definition(base.layout, kind_id)
-    broken = rewrite_batch(base.data, batch, body=body_without(base.data, batch, definition))
+    broken = rewrite_batch(base.data, batch, body=body_replacing(base.data, batch, definition))
     path = save(tmp_path, refooter(broken))
-    assert_reported(path, rf"1 {name} id\(s\) used but never defined: {definition.first}$")
+    # Located where it is first used: the thread of the event that refers to
+    # it (a stack); nothing when the first user is another definition (a Func
+    # names the string, a Stack names the function).
+    where = batch.tid if name == "stack" else None
+    assert_reported(path, rf"1 {name} id\(s\) used but never defined: {definition.first}",
+                    tid=where)
 
 
 def test_invalid_utf8_in_a_string(base, tmp_path):
     batch, definition = first_definition(base.layout, events.STRING)
     bad = wire.length_prefixed(events.STRING, wire.uvarint(definition.first) + b"\xff\xfe")
-    body = (base.data[batch.header_end:definition.offset] + bad
-            + base.data[definition.end:batch.end])
+    body = body_replacing(base.data, batch, definition, bad)
     path = save(tmp_path, refooter(rewrite_batch(base.data, batch, body=body)))
     assert_reported(path, rf"string {definition.first} is not valid UTF-8",
                     offset=definition.offset)
@@ -303,7 +317,9 @@ def test_fuzz_random_bytes(fuzz_path, prefix, tail):
 def test_fuzz_mutated_real_trace(base, fuzz_path, data):
     blob = bytearray(base.data)
     for _ in range(data.draw(st.integers(1, 4), label="mutations")):
-        pos = data.draw(st.integers(0, len(blob) - 1), label="position")
+        # sampled_from spreads positions evenly over the file; integers()
+        # would favour the header, which the tests above already cover.
+        pos = data.draw(st.sampled_from(range(len(blob))), label="position")
         action = data.draw(st.sampled_from(["set", "delete", "insert"]), label="action")
         if action == "set":
             blob[pos] = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF])
@@ -315,5 +331,5 @@ def test_fuzz_mutated_real_trace(base, fuzz_path, data):
         if not blob:
             break
     if data.draw(st.booleans(), label="truncate"):
-        blob = blob[:data.draw(st.integers(0, len(blob)), label="cut")]
+        blob = blob[:data.draw(st.sampled_from(range(len(blob) + 1)), label="cut")]
     read_and_validate(fuzz_path, bytes(blob))

@@ -68,20 +68,59 @@ class Written(NamedTuple):
     path: str
     #: The pytrace thread id of each script's thread (None if it wrote nothing).
     tids: list
-    #: Clock ticks when the recorder started (the reader's time zero).
-    start: int
-    frequency: int
     #: tid -> (batches, records) as the writer counted them: what the footer must say.
     totals: dict
 
 
-def write_trace(path, scripts, *, buffer_size: int = MIN_BUFFER_SIZE, start: int = 1_000_000,
-                frequency: int = CLOCK_FREQUENCY) -> Written:
+class Turns:
+    """Makes real threads take their steps in a given order.
+
+    ``schedule`` lists script indexes, one entry per step plus a last one
+    for the thread's end (when its slot is retired and flushed): with scripts
+    of one step each, ``[0, 1, 1, 0]`` means thread 0's step, thread 1's
+    step, thread 1's end, thread 0's end.  Threads wait for their turn.  A
+    test thus controls the interleaving (e.g. a thread using a string whose
+    definition is still in another thread's unflushed buffer, then flushing
+    first) instead of hoping for it.
+    """
+
+    def __init__(self, schedule) -> None:
+        self.schedule = list(schedule)
+        self.position = 0
+        self.broken = False
+        self.changed = threading.Condition()
+
+    def wait_for(self, index: int) -> None:
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.broken or self.schedule[self.position] == index)
+            if self.broken:
+                raise RuntimeError("another scripted thread failed")
+
+    def done(self) -> None:
+        with self.changed:
+            self.position += 1
+            self.changed.notify_all()
+
+    def abort(self) -> None:
+        with self.changed:
+            self.broken = True
+            self.changed.notify_all()
+
+
+def write_trace(path, scripts, *, schedule=None, buffer_size: int = MIN_BUFFER_SIZE,
+                start: int = 1_000_000, frequency: int = CLOCK_FREQUENCY) -> Written:
     """Write ``scripts`` (one list of ``Step``s per thread) from concurrent real threads.
 
     All threads are alive together (a barrier holds them until every one has
-    started), so they run interleaved and no two share a thread ident.
+    started), so no two share a thread ident.  Without a ``schedule`` they
+    interleave as the interpreter switches them; with one (see ``Turns``)
+    they interleave exactly as it says.
     """
+    if schedule is not None:
+        assert sorted(schedule) == schedule_slots(scripts), \
+            "a schedule names each script once per step and once for its end"
+    turns = Turns(schedule) if schedule is not None else None
     clock = ScriptedClock()
     clock.ticks = start
     recorder = Recorder(path, buffer_size=buffer_size, clock=clock, frequency=frequency)
@@ -89,18 +128,27 @@ def write_trace(path, scripts, *, buffer_size: int = MIN_BUFFER_SIZE, start: int
     failures = []
     barrier = threading.Barrier(len(scripts))
 
+    def take_turn(index: int, action) -> None:
+        if turns is None:
+            action()
+        else:
+            turns.wait_for(index)
+            action()
+            turns.done()
+
     def run(index: int) -> None:
         barrier.wait()
         try:
             clock.ticks = start
             for step in scripts[index]:
-                clock.ticks += step.dt
-                emit(recorder, step.kind, step.args)
+                take_turn(index, lambda: write_step(recorder, clock, step))
             if scripts[index]:
                 tids[index] = recorder.slots.current().tid
-            recorder.slots.retire(threading.get_ident())
+            take_turn(index, lambda: recorder.slots.retire(threading.get_ident()))
         except BaseException as exc:  # re-raised in the calling thread below
             failures.append(exc)
+            if turns is not None:
+                turns.abort()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(scripts))]
     for thread in threads:
@@ -111,7 +159,18 @@ def write_trace(path, scripts, *, buffer_size: int = MIN_BUFFER_SIZE, start: int
     if failures:
         raise failures[0]
     totals = {tid: tuple(counts) for tid, counts in recorder.writer.totals.items()}
-    return Written(recorder.path, tids, start, frequency, totals)
+    return Written(recorder.path, tids, totals)
+
+
+def schedule_slots(scripts) -> list:
+    """Every script index, once per step and once for its end, sorted: the
+    multiset a ``Turns`` schedule must be a permutation of."""
+    return [index for index, script in enumerate(scripts) for _ in range(len(script) + 1)]
+
+
+def write_step(recorder: Recorder, clock: ScriptedClock, step: Step) -> None:
+    clock.ticks += step.dt
+    emit(recorder, step.kind, step.args)
 
 
 def emit(recorder: Recorder, kind: EventKind, args: tuple) -> None:
@@ -206,7 +265,7 @@ class Record(NamedTuple):
 
 class Batch(NamedTuple):
     offset: int
-    #: Where the batch's records start (after tid, seq and base).
+    #: Where the batch's records start (after its fixed fields, tid and seq).
     header_end: int
     end: int
     tid: int
@@ -246,7 +305,10 @@ class Layout(NamedTuple):
         return counts
 
 
-_BATCH_FIELDS = struct.Struct("<II")  # length, record count (after the type byte)
+#: The fixed-width batch fields after the type byte: u32 length (of the rest
+#: of the batch), u32 record count, u64 base ticks.
+_BATCH_FIELDS = struct.Struct("<IIQ")
+_BATCH_FIXED = 1 + _BATCH_FIELDS.size
 
 
 def scan(data: bytes) -> Layout:
@@ -256,12 +318,10 @@ def scan(data: bytes) -> Layout:
     pos = wire.HEADER_SIZE
     while pos < len(data):
         if data[pos] == events.BATCH:
-            length, count = _BATCH_FIELDS.unpack_from(data, pos + 1)
+            length, count, base = _BATCH_FIELDS.unpack_from(data, pos + 1)
             end = pos + 5 + length
-            p = pos + 9
-            tid, p = wire.read_uvarint(data, p, end)
+            tid, p = wire.read_uvarint(data, pos + _BATCH_FIXED, end)
             seq, p = wire.read_uvarint(data, p, end)
-            base, p = wire.read_uvarint(data, p, end)
             records = tuple(_records(data, p, end))
             assert len(records) == count, f"batch at byte {pos} miscounts its records"
             batches.append(Batch(pos, p, end, tid, seq, base, records))
@@ -305,9 +365,15 @@ def batch_body(data: bytes, batch: Batch) -> bytes:
     return data[batch.header_end:batch.end]
 
 
-def body_without(data: bytes, batch: Batch, record: Record) -> bytes:
-    """The batch's records with ``record`` left out."""
-    return data[batch.header_end:record.offset] + data[record.end:batch.end]
+def body_replacing(data: bytes, batch: Batch, record: Record, replacement: bytes = b"") -> bytes:
+    """The batch's records with ``record`` replaced (by default: left out)."""
+    return data[batch.header_end:record.offset] + replacement + data[record.end:batch.end]
+
+
+def with_record_count(data: bytes, batch: Batch, count: int) -> bytes:
+    """``data`` with ``batch``'s record count field set to ``count`` (and nothing else changed)."""
+    field = batch.offset + 5  # after the type byte and the u32 length
+    return splice(data, field, field + 4, count.to_bytes(4, "little"))
 
 
 def rewrite_batch(data: bytes, batch: Batch, *, base: int | None = None,
@@ -316,11 +382,12 @@ def rewrite_batch(data: bytes, batch: Batch, *, base: int | None = None,
     record count sealed to match, so the batch stays well-formed."""
     if body is None:
         body = batch_body(data, batch)
-    fields = (wire.uvarint(batch.tid) + wire.uvarint(batch.seq)
-              + wire.uvarint(batch.base if base is None else base))
+    ids = wire.uvarint(batch.tid) + wire.uvarint(batch.seq)
     count = len(list(_records(body, 0, len(body))))
-    sealed = (bytes((events.BATCH,)) + _BATCH_FIELDS.pack(4 + len(fields) + len(body), count)
-              + fields + body)
+    length = _BATCH_FIXED - 5 + len(ids) + len(body)
+    sealed = (bytes((events.BATCH,))
+              + _BATCH_FIELDS.pack(length, count, batch.base if base is None else base)
+              + ids + body)
     return splice(data, batch.offset, batch.end, sealed)
 
 
