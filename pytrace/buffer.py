@@ -23,10 +23,17 @@ Interning is shared by all threads (ids are global) and race-free without a
 lock: the thread whose ``dict.setdefault`` wins defines the id, through its
 own slot, exactly once.
 
-Timestamps: an event reads the clock, then appends.  If a re-entrant event
-slips in between, the outer event's delta is clamped at zero, so timestamps
-within a thread never go backwards; the distortion is bounded by the
-re-entrant code's duration.
+Timestamps: a batch's base is the time of the thread's last event before the
+swap (read in the swap statement), so deltas run on unbroken across batches.
+An event reads the clock, then (with no CALL in between) the batch sequence
+number and ``last``, and moves ``last`` to its time; it builds its record, and
+appends it only if no flush has started a new batch since; otherwise it
+appends the same record with delta 0, because the new batch's base already
+includes its time.  Either way timestamps within a thread never go backwards,
+and a re-entrant event that slips in between an outer event's clock read and
+its append shifts the outer event by at most the re-entrant code's duration.
+This also makes a flush from *another* thread (the periodic flusher, or
+``stop``) safe: it is one more swap the owner may observe.
 """
 
 from __future__ import annotations
@@ -101,18 +108,26 @@ class ThreadSlot:
         if len(self.buf) >= self.limit:
             self.flush()
 
-    def _delta(self) -> int:
+    def emit(self, kind_id: int, *args: int) -> None:
+        """Write one timed event with already-resolved integer arguments."""
         now = self.clock()
+        seq = self.seq  # read after the clock: nothing can run between here and ``self.last = now``
         last = self.last
         if now > last:
             self.last = now
-            return now - last
-        return 0
-
-    def emit(self, kind_id: int, *args: int) -> None:
-        """Write one timed event with already-resolved integer arguments."""
-        dt = self._delta()
-        self._append(wire.record(kind_id, (dt, *args)))
+            dt = now - last
+        else:
+            dt = 0
+        data = wire.record(kind_id, (dt, *args))
+        if_new_batch = wire.record(kind_id, (0, *args))
+        # From the check to the append no CALL intervenes (see the module doc).
+        if self.seq == seq:
+            self.buf += data
+        else:
+            self.buf += if_new_batch
+        self.count += 1
+        if len(self.buf) >= self.limit:
+            self.flush()
 
     def emit_small(self, prefix: bytes, value: int) -> None:
         """Hot path for a timed event with at most one argument.
@@ -121,16 +136,23 @@ class ThreadSlot:
         precomputed; ``value`` is its single argument, or -1 for none.
         """
         now = self.clock()
+        seq = self.seq  # read after the clock: nothing can run between here and ``self.last = now``
         last = self.last
         if now > last:
             self.last = now
             dt = now - last
         else:
             dt = 0
-        data = prefix + (_SMALL[dt] if dt < _SMALL_LIMIT else wire.uvarint(dt))
-        if value >= 0:
-            data += _SMALL[value] if value < _SMALL_LIMIT else wire.uvarint(value)
-        self.buf += data
+        if value < 0:
+            tail = b""
+        else:
+            tail = _SMALL[value] if value < _SMALL_LIMIT else wire.uvarint(value)
+        data = prefix + (_SMALL[dt] if dt < _SMALL_LIMIT else wire.uvarint(dt)) + tail
+        # From the check to the append no CALL intervenes (see the module doc).
+        if self.seq == seq:
+            self.buf += data
+        else:
+            self.buf += prefix + b"\x00" + tail
         self.count += 1
         if len(self.buf) >= self.limit:
             self.flush()
