@@ -62,6 +62,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         help="record calls at most N deep (default 0: unlimited)")
     parser.add_argument("--buffer-size", type=int, default=Options.buffer_size, metavar="BYTES",
                         help=f"bytes per thread buffer (default {Options.buffer_size})")
+    parser.add_argument("--flush-interval", type=float, default=Options.flush_interval,
+                        metavar="SECONDS", help="flush every thread's buffer this often, so a "
+                        f"crash loses at most that much (default {Options.flush_interval}; 0: off)")
     parser.add_argument("--backend", choices=("auto", "monitoring", "setprofile"), default="auto",
                         help="call hook: sys.monitoring (3.12+) or sys.setprofile (default: best)")
 
@@ -72,7 +75,7 @@ def options_from_args(args) -> Options:
         blocking=args.blocking, asyncio=args.asyncio, sample_rate=args.sample_rate,
         heap_interval=args.heap_interval, include=tuple(args.include),
         exclude=tuple(args.exclude), max_depth=args.max_depth, buffer_size=args.buffer_size,
-        backend=args.backend)
+        flush_interval=args.flush_interval, backend=args.backend)
 
 
 def _run(args) -> int:
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("validate", help="check that trace files are whole and well-formed")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=_validate)
+    from . import cli_analysis; cli_analysis.add_parsers(commands)  # stats, gc, top
     return parser
 
 

@@ -43,6 +43,9 @@ class Options:
     max_depth: int = 0
     #: Bytes per thread buffer.
     buffer_size: int = DEFAULT_BUFFER_SIZE
+    #: Seconds between flushes of every thread's buffer (a crash loses at most
+    #: this much); 0 = flush only when a buffer is full and at stop.
+    flush_interval: float = 1.0
     #: Which call hook: sys.monitoring (3.12+), sys.setprofile, or the best available.
     backend: str = "auto"
 
@@ -51,8 +54,9 @@ class Options:
             value = getattr(self, f.name)
             if f.type == "bool" and not isinstance(value, bool):
                 raise OptionsError(f"option {f.name} must be True or False, not {value!r}")
-        if self.sample_rate < 0 or self.heap_interval < 0 or self.max_depth < 0:
-            raise OptionsError("sample_rate, heap_interval and max_depth must not be negative")
+        if min(self.sample_rate, self.heap_interval, self.max_depth, self.flush_interval) < 0:
+            raise OptionsError(
+                "sample_rate, heap_interval, max_depth and flush_interval must not be negative")
         if self.buffer_size < MIN_BUFFER_SIZE:
             raise OptionsError(
                 f"buffer_size {self.buffer_size} is too small; use at least {MIN_BUFFER_SIZE} bytes")

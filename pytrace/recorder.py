@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 
 from . import wire
@@ -44,11 +45,32 @@ def metadata(start_ticks: int) -> dict[str, str]:
     }
 
 
+class PeriodicFlusher(threading.Thread):
+    """Flushes every thread's buffer every ``interval`` seconds, so that even a
+    quiet program's events reach the file, and a crash loses at most that
+    interval.  Flushing another thread's slot is safe (see ``buffer.py``)."""
+
+    def __init__(self, slots, interval: float) -> None:
+        super().__init__(name="pytrace-flusher", daemon=True)
+        self.slots = slots
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.slots.flush_all()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
+
+
 class Recorder:
     """Writes one trace file.  ``close()`` flushes every thread and writes the footer."""
 
     def __init__(self, path, buffer_size: int = DEFAULT_BUFFER_SIZE, clock=CLOCK,
-                 frequency: int = CLOCK_FREQUENCY) -> None:
+                 frequency: int = CLOCK_FREQUENCY, flush_interval: float = 0.0) -> None:
         if buffer_size < MIN_BUFFER_SIZE:
             raise ValueError(
                 f"buffer_size {buffer_size} is too small; use at least {MIN_BUFFER_SIZE} bytes"
@@ -59,13 +81,34 @@ class Recorder:
         self.tables = Tables()
         self.slots = Slots(self.writer, self.tables, clock, buffer_size)
         self.closed = False
+        self.flush_interval = flush_interval
+        self.flusher = None
+        self.resume_flushing()
+
+    def pause_flushing(self) -> None:
+        """Stop the periodic flusher thread (before a fork: a process with one
+        thread forks without Python's multi-threaded-fork warning)."""
+        flusher, self.flusher = self.flusher, None
+        if flusher is not None:
+            flusher.stop()
+
+    def resume_flushing(self) -> None:
+        if self.flush_interval > 0 and self.flusher is None and not self.closed:
+            self.flusher = PeriodicFlusher(self.slots, self.flush_interval)
+            self.flusher.start()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.pause_flushing()
         self.slots.flush_all()
         self.writer.close()
+
+    def abandon(self) -> None:
+        """In a forked child: stop without writing (the file is the parent's)."""
+        self.closed = True
+        self.writer.abandon()
 
     def __enter__(self) -> "Recorder":
         return self

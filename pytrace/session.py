@@ -60,7 +60,8 @@ class Session:
         self.options = options
         self.path = os.fspath(path)
         try:
-            self.recorder = Recorder(self.path, options.buffer_size)
+            self.recorder = Recorder(self.path, options.buffer_size,
+                                     flush_interval=options.flush_interval)
         except OSError as exc:
             raise TracerError(
                 f"cannot write the trace to {self.path}: {exc.strerror or exc}; "
@@ -98,6 +99,18 @@ class Session:
                 self._warn(f"pytrace could not remove a hook cleanly: {exc!r}")
         self._uninstall.clear()
         self.recorder.close()
+
+    def abandon(self) -> None:
+        """In a forked child: remove the hooks and drop the trace without
+        writing a byte (the file and its buffers belong to the parent)."""
+        self.stopped = True
+        self.recorder.abandon()
+        for uninstall in reversed(self._uninstall):
+            try:
+                uninstall()
+            except Exception:
+                pass
+        self._uninstall.clear()
 
     def fail(self, exc: BaseException) -> None:
         """An internal error in a hook: stop tracing, warn once, keep the trace valid."""
@@ -176,6 +189,32 @@ def stop() -> Session | None:
     if session is not None:
         session.stop()
     return session
+
+
+def _before_fork() -> None:
+    """pytrace's own threads must not make a fork look multi-threaded (3.12+
+    warns then): pause them, resume in the parent afterwards."""
+    session = _session
+    if session is not None:
+        session.recorder.pause_flushing()
+
+
+def _after_fork_in_parent() -> None:
+    session = _session
+    if session is not None:
+        session.recorder.resume_flushing()
+
+
+def _stop_in_forked_child() -> None:
+    """A forked child never writes into its parent's trace: it stops tracing."""
+    global _session
+    session, _session = _session, None
+    if session is not None:
+        session.abandon()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_stop_in_forked_child)
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ class Writer:
         self._file = file
         self._lock = threading.Lock()
         self.failed: OSError | None = None
+        self.closed = False
         self.totals: dict[int, list[int]] = {}  # tid -> [batches, records]
         self._put(
             wire.HEADER
@@ -51,28 +52,30 @@ class Writer:
     @classmethod
     def open(cls, path, frequency: int, meta: dict[str, str]) -> "Writer":
         """Create (or truncate) ``path``.  Raises ``OSError`` if impossible,
-        so the caller can refuse to start with a clear message."""
-        return cls(open(os.fspath(path), "wb"), frequency, meta)
+        so the caller can refuse to start with a clear message.
+
+        The file is unbuffered: every batch goes to the OS at once (one
+        ``write`` per 64 KiB batch), so a crash of the process loses nothing
+        the writer was given, and a forked child holds no buffered copy of
+        the parent's bytes that it could write a second time.
+        """
+        return cls(open(os.fspath(path), "wb", buffering=0), frequency, meta)
 
     def write_batch(self, tid: int, batch: bytearray, count: int) -> None:
         with self._lock:
+            if self.closed:
+                # A thread was still flushing when the trace was closed: its
+                # batch is dropped whole (and not counted in the footer).
+                return
             self._put(batch)
             totals = self.totals.setdefault(tid, [0, 0])
             totals[0] += 1
             totals[1] += count
 
-    def sync(self) -> None:
-        """Push buffered bytes to the OS (the periodic flush calls this)."""
-        with self._lock:
-            if self.failed is None:
-                try:
-                    self._file.flush()
-                except OSError as exc:
-                    self._fail(exc)
-
     def close(self) -> None:
         """Write the footer and close the file.  Call after the final flush."""
         with self._lock:
+            self.closed = True
             totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
             self._put(wire.footer_record(totals))
             try:
@@ -80,13 +83,27 @@ class Writer:
             except OSError as exc:
                 self._fail(exc)
 
+    def abandon(self) -> None:
+        """Close the file without writing anything more (a forked child's copy)."""
+        self.closed = True
+        self.failed = self.failed or OSError("abandoned in a forked child")
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
     def _put(self, data) -> None:
         if self.failed is not None:
             return
+        view = memoryview(data)
         try:
-            self._file.write(data)
+            while view:  # a raw write may take only part of the data
+                written = self._file.write(view)
+                view = view[written:]
         except OSError as exc:
             self._fail(exc)
+        finally:
+            view.release()
 
     def _fail(self, exc: OSError) -> None:
         if self.failed is not None:
