@@ -15,6 +15,8 @@ the cut is.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import operator
 import os
 import warnings
@@ -595,6 +597,23 @@ def _int(text):
         return None
 
 
+@contextlib.contextmanager
+def collector_paused():
+    """Pause Python's cycle collector while millions of small tuples are made.
+
+    None of them forms a cycle, but each allocation counts towards a
+    collection, and the collections (which traverse every tuple made so far)
+    made decoding 1M events ~3x slower.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load(path) -> bytes:
     """Read a trace file's bytes, turning OS errors into ``TraceFormatError``."""
     try:
@@ -616,7 +635,8 @@ def read(path) -> Trace:
     with every complete batch, and a ``TraceWarning``.
     """
     decoder = Decoder(load(path), os.fspath(path))
-    trace = decoder.decode()
+    with collector_paused():
+        trace = decoder.decode()
     if decoder.errors:
         first = decoder.errors[0]
         if len(decoder.errors) > 1:

@@ -41,9 +41,9 @@ class Synthetic:
         kind = events.BY_NAME[name]
         if len(args) != len(kind.args):
             raise TypeError(f"{name} takes {kind.arg_names}, got {len(args)} values")
+        self.now = ts  # before the slot exists: a new slot's first batch starts at ts
         slot = self.slot(tid)
         values = [self._value(slot, typ, v) for (_, typ), v in zip(kind.args, args)]
-        self.now = ts
         slot.emit(kind.id, *values)
 
     def _value(self, slot: ThreadSlot, typ: str, value) -> int:
