@@ -15,9 +15,10 @@ bytecodes of this very code, and may emit events itself.
    count or the swap from the count reset, so on CPython's eval loop no
    callback, signal handler or thread switch can run between them.
 
-A re-entrant flush (one that starts while the same slot is already flushing)
-returns at once: the outer flush is still going to hand the buffer over, and
-the buffer just grows a little past its limit meanwhile.
+A re-entrant flush (one that starts while the same slot, or any slot on the
+same thread, is already flushing) returns at once: the outer flush is still
+going to hand its buffer over, and the other buffer just grows a little past
+its limit meanwhile.  So no thread ever re-enters the writer.
 
 Interning is shared by all threads (ids are global) and race-free without a
 lock: the thread whose ``dict.setdefault`` wins defines the id, through its
@@ -50,6 +51,13 @@ _SMALL_LIMIT = wire.SMALL_LIMIT
 #: ``flush`` and interning (see ``tests/test_reentrancy.py``).  ``None`` in
 #: production; only the cold paths (flush, first-time interning) test it.
 injector = None
+
+
+#: ``flushing`` per thread: a thread that is flushing any slot starts no
+#: other flush.  A thread may flush another thread's slot (the periodic
+#: flusher, ``stop``); a GC callback running inside that flush and filling the
+#: flushing thread's own slot would otherwise re-enter the writer's lock.
+_this_thread = threading.local()
 
 
 def _inject(point: str) -> None:
@@ -167,9 +175,9 @@ class ThreadSlot:
         The next buffer is complete with its header before it becomes live
         (rule 1); the swap is a single assignment (rule 2).
         """
-        if self.flushing or self.count == 0:
+        if self.flushing or self.count == 0 or getattr(_this_thread, "flushing", False):
             return
-        self.flushing = True
+        self.flushing = _this_thread.flushing = True
         try:
             _inject("flush:start")
             fresh = wire.batch_header(self.tid, self.seq + 1, 0)
@@ -187,7 +195,7 @@ class ThreadSlot:
             self.writer.write_batch(self.tid, old, count)
             _inject("flush:end")
         finally:
-            self.flushing = False
+            self.flushing = _this_thread.flushing = False
 
     # -- interning ---------------------------------------------------------
 

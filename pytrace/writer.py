@@ -14,7 +14,9 @@ own buffer), and no extra thread competes for the GIL or must be joined at
 exit.
 
 The lock is never taken re-entrantly: only ``ThreadSlot.flush`` calls
-``write_batch``, and a slot refuses to flush while it is already flushing.
+``write_batch``, and a thread that is already flushing (any slot) starts no
+other flush, so a GC callback or signal handler running inside a write
+cannot reach the lock again.
 
 A failing disk (full, removed, unwritable) never reaches the traced program:
 the first ``OSError`` is reported once as a ``TraceWriteWarning``, writing

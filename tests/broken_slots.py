@@ -32,9 +32,7 @@ class HeaderOnEmptySlot(ThreadSlot):
 
     def _start_batch_if_empty(self) -> None:
         if not self.buf:
-            now = max(self.clock(), self.last)
-            self.buf = wire.batch_header(self.tid, self.seq, now)
-            self.last = now
+            self.buf = wire.batch_header(self.tid, self.seq, self.last)
 
     def emit(self, kind_id: int, *args: int) -> None:
         self._start_batch_if_empty()
@@ -91,11 +89,11 @@ class HeldBufferSlot(ThreadSlot):
 
     def _flush_buffer(self, held: bytearray) -> None:
         buffer._inject("flush:start")
-        now = max(self.clock(), self.last)
-        fresh = wire.batch_header(self.tid, self.seq + 1, now)
+        fresh = wire.batch_header(self.tid, self.seq + 1, 0)
         buffer._inject("flush:before-swap")
-        count = self.count
-        self.buf, self.count, self.seq, self.last = fresh, 0, self.seq + 1, now
+        count, self.buf, self.count, self.seq, base = (
+            self.count, fresh, 0, self.seq + 1, self.last)
+        wire.set_batch_base(fresh, base)
         buffer._inject("flush:after-swap")
         wire.seal_batch(held, count)
         self.writer.write_batch(self.tid, held, count)

@@ -8,7 +8,9 @@ Rule 2 (no shared buffer reference): every writer reaches the buffer through
 the thread's slot at the moment it writes, so an event emitted re-entrantly,
 from a real gc callback or a real signal handler, at any injection point of
 ``pytrace.buffer`` is in the trace exactly once, and no definition is lost or
-written twice, even when that event itself makes the buffer flush.
+written twice, even when that event itself makes the buffer flush.  One more
+test aims a real collection at the gap no injection point covers: between an
+event's clock read and its append.
 
 Each rule is also run against a deliberately wrong slot
 (``tests/broken_slots.py``): the same check must catch it.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import gc
 import itertools
 import signal
+import struct
+import time
 from collections import Counter
 from typing import NamedTuple
 
@@ -31,6 +35,7 @@ from pytrace import buffer, events, wire
 from pytrace.reader import Decoder, Frame, Trace, load
 from pytrace.recorder import MIN_BUFFER_SIZE, Recorder
 from pytrace.validate import validate
+from tracegen import Layout, scan
 
 USER_LOG = events.BY_NAME["UserLog"].id
 ASYNC_TASK_CREATE = events.BY_NAME["AsyncTaskCreate"].id
@@ -67,85 +72,52 @@ class Ledger:
             (slot.tid, "AsyncTaskCreate", (token, name, (Frame(func, FUNC_FILE, line),))))
 
 
-class BatchView(NamedTuple):
-    """A batch as found by walking the file's top-level records."""
-
-    offset: int
-    tid: int
-    seq: int
-    first_record: str | None  # kind name of the first record after the header
-
-
 class TraceCheck(NamedTuple):
     problems: list[str]
     trace: Trace
-    batches: list[BatchView]
+    #: The file's layout as ``tracegen.scan`` finds it (None if it could not).
+    layout: Layout | None
 
 
 def check_trace(path, ledger: Ledger) -> TraceCheck:
     """Everything wrong with the trace at ``path``, given what was emitted.
 
     ``problems`` is empty only if ``validate`` finds the trace valid (every
-    batch has its header, no id is defined twice, footer totals agree), a
-    walk over the file's top-level records finds every batch and each
-    thread's sequence numbers contiguous from 0, and every emitted event is
-    decoded exactly once with its strings, functions and stacks resolved.
+    batch has its header, no id is defined twice, footer totals agree), an
+    independent scan of the file's layout finds only file-level records
+    outside batches and each thread's batch sequence numbers contiguous from
+    0, and every emitted event is decoded exactly once with its strings,
+    functions and stacks resolved.
     """
     problems = [str(p) for p in validate(path).problems]
     data = load(path)
-    batches = _walk_batches(data, problems)
-    seqs: dict[int, list[int]] = {}
-    for batch in batches:
-        seqs.setdefault(batch.tid, []).append(batch.seq)
-    for tid, found in sorted(seqs.items()):
-        if found != list(range(len(found))):
-            problems.append(f"thread {tid}'s batch sequence numbers are {found}")
+    layout = _scan_layout(data, problems)
     trace = Decoder(data).decode()
     decoded = Counter((e.tid, e.name, e.args) for e in trace.events)
     expected = Counter(ledger.emitted)
     problems += [f"lost {n}x: {event}" for event, n in (expected - decoded).items()]
     problems += [f"extra {n}x: {event}" for event, n in (decoded - expected).items()]
-    return TraceCheck(problems, trace, batches)
+    return TraceCheck(problems, trace, layout)
 
 
-def _walk_batches(data: bytes, problems: list[str]) -> list[BatchView]:
-    """Walk the file record by record, independently of the reader."""
-    batches = []
-    pos = wire.HEADER_SIZE
-    while pos < len(data):
-        kind = events.BY_ID.get(data[pos] & 0x3F)
+def _scan_layout(data: bytes, problems: list[str]) -> Layout | None:
+    try:
+        layout = scan(data)
+    except (AssertionError, wire.Truncated, wire.Malformed, struct.error) as exc:
+        problems.append(f"scan: the file's layout is broken ({exc!r})")
+        return None
+    for record in layout.file_records:
+        kind = events.BY_ID.get(record.kind_id)
         if kind is None or not kind.top_level:
-            name = kind.name if kind else f"type {data[pos] & 0x3F}"
-            problems.append(f"walk: {name} record outside any batch at byte {pos}")
-            return batches
-        if kind.id == events.BATCH:
-            _, length, _ = wire.BATCH_PREFIX.unpack_from(data, pos)
-            end = pos + wire.BATCH_LENGTH_OFFSET + 4 + length
-            tid, p = wire.read_uvarint(data, pos + wire.BATCH_FIXED_SIZE, end)
-            seq, p = wire.read_uvarint(data, p, end)
-            _, p = wire.read_uvarint(data, p, end)
-            first = events.BY_ID[data[p] & 0x3F].name if p < end else None
-            batches.append(BatchView(pos, tid, seq, first))
-            pos = end
-        else:
-            pos = _skip_record(data, pos)
-            if kind.id == events.FOOTER and pos != len(data):
-                problems.append(f"walk: data after the footer at byte {pos}")
-                return batches
-    if kind.id != events.FOOTER:
-        problems.append("walk: the file does not end with its footer")
-    return batches
-
-
-def _skip_record(data: bytes, pos: int) -> int:
-    code = data[pos] >> 6
-    p = pos + 1
-    if code < wire.LENGTH_PREFIXED:
-        for _ in range(code + 1):
-            _, p = wire.read_uvarint(data, p, len(data))
-        return p
-    length, p = wire.read_uvarint(data, p, len(data))
-    return p + length
+            name = kind.name if kind else f"type {record.kind_id}"
+            problems.append(f"scan: {name} record outside any batch at byte {record.offset}")
+    seqs: dict[int, list[int]] = {}
+    for batch in layout.batches:
+        seqs.setdefault(batch.tid, []).append(batch.seq)
+    for tid, found in sorted(seqs.items()):
+        if found != list(range(len(found))):
+            problems.append(f"scan: thread {tid}'s batch sequence numbers are {found}")
+    return layout
 
 
 # -- rule 1: the flush writes the next batch's header ------------------------
@@ -170,8 +142,8 @@ def test_flush_while_defining_a_string_starts_the_next_batch_with_its_header(tra
         next_seq = flush_inside_string_definition(recorder, ledger)
     check = check_trace(trace_path, ledger)
     assert check.problems == []
-    (next_batch,) = [b for b in check.batches if b.seq == next_seq]
-    assert next_batch.first_record == "String"
+    (next_batch,) = [b for b in check.layout.batches if b.seq == next_seq]
+    assert next_batch.records[0].kind_id == events.STRING
     assert "after" in check.trace.strings.values()
 
 
@@ -309,3 +281,62 @@ def test_check_catches_a_slot_that_holds_its_buffer(trace_path, monkeypatch, poi
     check, _ = run_reentrant(trace_path, monkeypatch, point, source, flushing=True)
     assert any("appears again" in p for p in check.problems), check.problems
     assert any(p.startswith("lost") for p in check.problems), check.problems
+
+
+class ArmingClock:
+    """The real clock, able to aim a real collection at one event.
+
+    When ``arm()``ed, the next clock read sets the collector's gen0
+    threshold to 1, so the next container allocation starts a collection:
+    on 3.11 right at that allocation, on 3.12+ at the next eval-breaker
+    check.  After the clock read in ``ThreadSlot.emit``, both come before
+    the event's record is appended: the gc callback runs between the
+    event's clock read and its append, a gap no injection point covers.
+    """
+
+    def __init__(self) -> None:
+        self._armed = False
+        self.saved_threshold: tuple | None = None
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def __call__(self) -> int:
+        now = time.perf_counter_ns()
+        if self._armed:
+            self._armed = False
+            self.saved_threshold = gc.get_threshold()
+            gc.set_threshold(1)
+        return now
+
+
+def test_flushing_gc_between_an_events_clock_read_and_its_append(trace_path):
+    """The event's delta was taken in a batch that the callback's flush
+    closed; written as it was into the new batch, it would shift every later
+    timestamp of that batch past the next batch's base."""
+    ledger = Ledger()
+    clock = ArmingClock()
+    with Recorder(trace_path, buffer_size=MIN_BUFFER_SIZE, clock=clock) as recorder:
+        flushed = []
+
+        def on_gc(phase, info) -> None:
+            if phase == "start" and clock.saved_threshold is not None:
+                gc.set_threshold(*clock.saved_threshold)
+                clock.saved_threshold = None
+                slot = recorder.slots.current()
+                seq = slot.seq
+                ledger.log(slot, "re-entered from gc", "m" * recorder.slots.limit)
+                flushed.append(slot.seq - seq)
+
+        workload(recorder, ledger, rounds=3)
+        gc.callbacks.append(on_gc)
+        try:
+            clock.arm()  # the first clock read of this log is its emit's
+            ledger.log(recorder.slots.current(), "interrupted", "event")
+        finally:
+            gc.callbacks.remove(on_gc)
+            if clock.saved_threshold is not None:
+                gc.set_threshold(*clock.saved_threshold)
+        workload(recorder, ledger, rounds=3)
+    assert flushed and flushed[0] >= 1, "the collection did not flush inside the event"
+    assert check_trace(trace_path, ledger).problems == []
