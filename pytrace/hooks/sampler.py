@@ -1,0 +1,128 @@
+"""CPU samples: the stack of every traced thread, ``sample_rate`` times a second.
+
+Like Go's CPUSample, but taken from a daemon thread with
+``sys._current_frames()``: a sample is written for each thread that has a
+slot (a traced thread; the thread that started tracing always is), so it
+shows where each thread is, running or waiting, at that moment.  The sampler writes ``CPUSample(thread, stack)`` through its own
+slot; ``thread`` is the sampled thread's tid.
+
+pytrace's frames are left out of the stacks, and pytrace's own threads
+(this sampler, the heap ticker, the periodic flusher: every thread whose
+name starts with ``pytrace-``) are not sampled.
+
+The sampler needs the GIL to take a sample, so it gets at most one sample in
+per switch interval (``sys.getswitchinterval()``, 5 ms by default) while
+another thread runs Python code: rates above ~200 Hz are not reached then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from .. import events
+
+CPU_SAMPLE = events.BY_NAME["CPUSample"].id
+#: Every pytrace thread's name starts with this.
+OWN_THREAD_PREFIX = "pytrace-"
+
+
+class Ticker:
+    """A pytrace daemon thread that calls ``tick()`` every ``interval`` seconds.
+
+    Ticks keep to a fixed schedule; ticks missed while the thread could not
+    run are skipped, not made up in a burst.  ``stop()`` ends the thread and
+    waits for it, so nothing it writes comes after the trace's footer.
+    Around ``os.fork()`` the thread is paused, so that pytrace's threads do
+    not make the fork multi-threaded (as the session does with its flusher).
+    """
+
+    def __init__(self, session, name: str, interval: float, tick) -> None:
+        self._session = session
+        self._name = name
+        self._interval = interval
+        self._tick = tick
+        self._start()
+
+    def _start(self) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stopping,),
+                                        name=self._name, daemon=True)
+        self._thread.start()
+        _RUNNING.add(self)
+
+    def _run(self, stopping: threading.Event) -> None:
+        try:
+            next_tick = time.monotonic()
+            while True:
+                next_tick += self._interval
+                delay = next_tick - time.monotonic()
+                if delay < 0:  # fell behind: skip the missed ticks
+                    next_tick -= delay
+                    delay = 0
+                if stopping.wait(delay):
+                    return
+                self._tick()
+        except Exception as exc:
+            self._session.fail(exc)
+        finally:
+            # The ident may be reused by a new thread, which must get its own slot.
+            self._session.slots.retire(threading.get_ident())
+
+    def _halt(self) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def stop(self) -> None:
+        _RUNNING.discard(self)
+        self._halt()
+
+
+#: Tickers between start and stop: paused around a fork.
+_RUNNING: set[Ticker] = set()
+
+
+def _pause_tickers() -> None:
+    for ticker in list(_RUNNING):
+        ticker._halt()
+
+
+def _resume_tickers() -> None:
+    for ticker in list(_RUNNING):
+        ticker._start()
+
+
+# In a forked child the session stops (``session._stop_in_forked_child``),
+# which stops its tickers; their threads are not there to resume.
+os.register_at_fork(before=_pause_tickers, after_in_parent=_resume_tickers)
+
+
+class Sampler:
+    """Takes one round of samples per tick."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def sample(self) -> None:
+        session = self.session
+        slot = session.slots.current()
+        traced = session.slots.by_ident
+        own = {t.ident for t in threading.enumerate() if t.name.startswith(OWN_THREAD_PREFIX)}
+        for ident, frame in sys._current_frames().items():
+            target = traced.get(ident)
+            if target is not None and ident not in own:
+                stack = session.stack_id(slot, frame)
+                if stack:
+                    slot.emit(CPU_SAMPLE, target.tid, stack)
+
+
+def install(session):
+    # The thread that starts tracing is traced even if no other hook has
+    # written for it yet.
+    session.slots.current()
+    ticker = Ticker(session, OWN_THREAD_PREFIX + "sampler", 1 / session.options.sample_rate,
+                    Sampler(session).sample)
+    return ticker.stop
