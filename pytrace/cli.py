@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=_validate)
     from . import cli_analysis; cli_analysis.add_parsers(commands)  # stats, gc, top
+    from . import cli_export; cli_export.add_parsers(commands)  # export, report, view
     return parser
 
 
