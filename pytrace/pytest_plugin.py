@@ -1,0 +1,602 @@
+"""``pytest --pytrace``: one trace per test, a GC-pause summary, and GC limits.
+
+Registered through the ``pytest11`` entry point, the plugin is inert (it only
+adds its options and markers; no hook is installed and no file written)
+unless ``--pytrace`` or the ini option ``pytrace = true`` turns it on.
+
+Per test, the trace runs from the start of setup to the end of teardown, in
+the light Go-style mode (GC, threads, blocking, asyncio, user annotations;
+``--pytrace-calls`` or ``@pytest.mark.pytrace(calls=True)`` add function
+calls).  It holds one task named after the test, with the regions
+``setup``, ``call`` and ``teardown``, so fixture cost is visible (as pytest
+runs them, a module- or session-scoped fixture is set up in the first test
+that uses it and torn down in the last).  The periodic flusher is off: a
+test's trace is complete once its teardown ends, and the flusher's thread
+would cost more than the rest of the recording (``flush_interval=1.0`` in
+the marker turns it on for a test that may hang).  Files go
+to ``--pytrace-dir`` (default ``.pytrace`` in the root directory), one per
+test, named by ``trace_file_name``; a trace left there by an earlier run of
+the same test is replaced, other files are left alone.  Each report carries
+the path as the user property ``pytrace_trace`` (which ``--junitxml``
+records), and a failure's report shows it.  With ``--pytrace-keep=failed``
+only the traces of tests that failed or errored stay; a test skipped before
+its body ran leaves no trace.
+
+The GC figures of each test travel on its teardown report (a plain dict
+under ``report.pytrace``), so under pytest-xdist the controller, which sees
+every worker's reports, prints one merged summary.
+
+Tests that are not given a trace of their own, each listed in the summary:
+
+- a test that starts while another trace is running (``pytrace run -m
+  pytest``, or a trace left running by an earlier test): its events go to
+  that trace;
+- a test that calls ``pytrace.start``/``pytrace.trace`` itself: its own trace
+  wins.  While the plugin records, it routes those two functions through
+  ``_yield_to_test_trace``, which ends the per-test trace (with a log entry
+  saying why) and deletes it, so the test's own trace starts as if the
+  plugin were not there.  Code that imported ``start`` before pytest
+  configured the plugin (``from pytrace import start`` in a conftest) still
+  gets the original, which refuses to start while the per-test trace runs.
+
+Markers:
+
+- ``@pytest.mark.pytrace(calls=True, ...)``: recording options for this test
+  (any ``pytrace.options.Options`` field).
+- ``@pytest.mark.gc_limits(max_pause="5ms", max_total="20ms",
+  max_collections={2: 0})``: fail the test when a GC pause during its setup
+  or call is longer than ``max_pause``, when their sum exceeds ``max_total``,
+  or when a generation collects more often than allowed.  The message names
+  the worst pause, its generation, its triggering stack and the trace file.
+  The check reads the trace written so far right after the call, so the
+  limits cover the collections the test's own fixtures and body caused.
+  Like pytest-memray's limits, the marker only acts when pytrace records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import hashlib
+import importlib
+import os
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import _pytest
+import pluggy
+import pytest
+
+import pytrace
+
+from . import session as tracing
+from .errors import TraceWarning
+from .options import Options, OptionsError
+
+#: The user property that carries a test's trace path.
+PATH_PROPERTY = "pytrace_trace"
+#: The teardown report's attribute that carries a test's figures (a dict).
+RESULT_ATTRIBUTE = "pytrace"
+KEEP_CHOICES = ("all", "failed")
+#: Longest readable part of a file name, in bytes (Linux allows 255 per name;
+#: the hash and the suffix add 18).
+MAX_NAME_BYTES = 180
+#: Frames in these directories are pytest's own: a stack shown to the user
+#: stops at the first of them.
+RUNNER_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (_pytest, pluggy, pytest))
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("pytrace", "pytrace execution traces")
+    group.addoption("--pytrace", action="store_true", default=None,
+                    help="record an execution trace of every test")
+    group.addoption("--pytrace-dir", default=None, metavar="DIR",
+                    help="where to write the traces (default: .pytrace in the root directory)")
+    group.addoption("--pytrace-calls", action="store_true", default=None,
+                    help="also record Python function calls (default: the light Go-style mode)")
+    group.addoption("--pytrace-keep", choices=KEEP_CHOICES, default=None,
+                    help="keep the traces of all tests, or only of failed ones (default: all)")
+    group.addoption("--pytrace-top", type=int, default=None, metavar="N",
+                    help="rows in each table of the GC summary (default: 5)")
+    parser.addini("pytrace", type="bool", default=False, help="record a trace of every test")
+    parser.addini("pytrace_dir", default=".pytrace",
+                  help="where to write the traces, relative to the root directory")
+    parser.addini("pytrace_calls", type="bool", default=False,
+                  help="also record Python function calls")
+    parser.addini("pytrace_keep", default="all", help="all | failed")
+    parser.addini("pytrace_top", default="5", help="rows in each table of the GC summary")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "pytrace(**options): pytrace recording options for this test "
+                   "(e.g. calls=True)")
+    config.addinivalue_line(
+        "markers", "gc_limits(max_pause=None, max_total=None, max_collections=None): with "
+                   "--pytrace, fail the test if its GC pauses exceed these limits "
+                   "(durations like '5ms'; max_collections like {2: 0})")
+    settings = Settings.from_config(config)
+    if settings.enabled:
+        config.pluginmanager.register(PytracePlugin(settings), "pytrace-recorder")
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    directory: str
+    calls: bool
+    keep: str
+    top: int
+
+    @classmethod
+    def from_config(cls, config) -> "Settings":
+        """Command-line options win over ini ones.  A directory given on the
+        command line is relative to where pytest was started; one from the ini
+        file to the root directory (as pytest's ``cache_dir``)."""
+        def pick(option, ini):
+            value = config.getoption(option)
+            return config.getini(ini) if value is None else value
+
+        keep = pick("--pytrace-keep", "pytrace_keep")
+        if keep not in KEEP_CHOICES:
+            raise pytest.UsageError(f"pytrace_keep = {keep!r}: use 'all' or 'failed'")
+        try:
+            top = int(pick("--pytrace-top", "pytrace_top"))
+        except ValueError:
+            raise pytest.UsageError("pytrace_top must be a whole number") from None
+        base = (config.invocation_params.dir if config.getoption("--pytrace-dir")
+                else config.rootpath)
+        directory = os.path.join(base, pick("--pytrace-dir", "pytrace_dir"))
+        return cls(bool(pick("--pytrace", "pytrace")), os.path.normpath(directory),
+                   bool(pick("--pytrace-calls", "pytrace_calls")), keep, top)
+
+
+def trace_file_name(nodeid: str) -> str:
+    """A readable, unique, valid Linux file name for a test id.
+
+    ``::`` and ``/`` become ``-``; characters other than letters (of any
+    script), digits and ``_.-[]=,+`` become ``_``; a readable part longer
+    than ``MAX_NAME_BYTES`` is cut (at a character boundary).  A short hash
+    of the full id always follows, so two ids whose readable parts coincide
+    (``t[a b]`` and ``t[a_b]``, or two long ids cut to the same prefix) still
+    get different files.
+    """
+    readable = nodeid.replace("::", "-").replace("/", "-")
+    readable = re.sub(r"[^\w.\-\[\]=,+]", "_", readable).lstrip(".")
+    readable = readable.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
+    digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}.pytrace"
+
+
+def parse_duration(value) -> int:
+    """Nanoseconds from a string like ``'5ms'``, ``'200us'``, ``'1.5s'``.
+
+    A bare number is refused: ``max_pause=5`` could mean seconds or
+    milliseconds, and a limit read the wrong way passes silently.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s)\s*", str(value))
+    if isinstance(value, (int, float)) or not match:
+        raise ValueError(f"cannot read the duration {value!r}; write it with a unit, "
+                         f"e.g. '5ms', '200us' or '1.5s'")
+    return round(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class GCLimits:
+    """The limits of a ``gc_limits`` marker, in nanoseconds and collections."""
+
+    max_pause: int | None = None
+    max_total: int | None = None
+    #: generation -> most collections allowed.
+    max_collections: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, item) -> "GCLimits | None":
+        """The closest ``gc_limits`` marker of ``item``; ``ValueError`` names what is wrong."""
+        mark = item.get_closest_marker("gc_limits")
+        if mark is None:
+            return None
+        if mark.args:
+            raise ValueError("gc_limits takes keyword arguments only: "
+                             "max_pause, max_total, max_collections")
+        unknown = sorted(set(mark.kwargs) - {"max_pause", "max_total", "max_collections"})
+        if unknown:
+            raise ValueError(f"gc_limits: unknown limit {unknown[0]!r}; "
+                             f"use max_pause, max_total or max_collections")
+        pause, total = mark.kwargs.get("max_pause"), mark.kwargs.get("max_total")
+        collections = mark.kwargs.get("max_collections") or {}
+        if not isinstance(collections, dict) or not all(
+                isinstance(g, int) and isinstance(n, int) and n >= 0
+                for g, n in collections.items()):
+            raise ValueError("gc_limits: max_collections maps a generation to the most "
+                             "collections allowed, e.g. {2: 0}")
+        return cls(None if pause is None else parse_duration(pause),
+                   None if total is None else parse_duration(total),
+                   tuple(sorted(collections.items())))
+
+    def problems(self, pauses) -> list[str]:
+        """The limits that ``pauses`` exceed, as sentences."""
+        found = []
+        longest = max((p.duration for p in pauses), default=0)
+        if self.max_pause is not None and longest > self.max_pause:
+            found.append(f"longest pause {_ms(longest)} > max_pause {_ms(self.max_pause)}")
+        total = sum(p.duration for p in pauses)
+        if self.max_total is not None and total > self.max_total:
+            found.append(f"total pause {_ms(total)} > max_total {_ms(self.max_total)}")
+        for generation, allowed in self.max_collections:
+            count = sum(1 for p in pauses if p.generation == generation)
+            if count > allowed:
+                found.append(f"{count} generation-{generation} collections > "
+                             f"max_collections[{generation}] = {allowed}")
+        return found
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.3f} ms"
+
+
+@dataclass
+class Recording:
+    """The plugin's state for the test being run."""
+
+    nodeid: str
+    path: str
+    session: tracing.Session | None
+    task: pytrace.task | None
+    limits: GCLimits | None
+    #: Why the test has no trace of its own (None if it has one).
+    note: str | None = None
+    #: What is wrong with the test's markers (None if nothing).
+    error: str | None = None
+    failed: bool = False
+    #: The failure is the GC limits' own, whose message names the trace already.
+    over_gc_limits: bool = False
+    #: Skipped before its body ran: nothing worth keeping.
+    skipped: bool = False
+    #: The process's collections so far, before the trace started and after it stopped.
+    collections_before: int = 0
+    collections_after: int = 0
+    #: Clock (ns) when the trace started and stopped.
+    started: int = 0
+    stopped: int = 0
+
+    def recording(self) -> bool:
+        """True while this test's own trace is the running one."""
+        return self.session is not None and tracing.current() is self.session
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the summary needs of one test: plain data, so xdist can ship it."""
+
+    nodeid: str
+    #: The kept trace, or None (not kept, or the test had no trace).
+    path: str | None = None
+    size: int = 0
+    #: From the start of the trace to its stop.
+    wall_ns: int = 0
+    gc_ns: int = 0
+    #: Collections per generation: [[generation, count], ...].
+    collections: tuple = ()
+    #: The test's longest pauses: [[duration_ns, generation, innermost frame], ...].
+    longest: tuple = ()
+    note: str | None = None
+
+
+class PytracePlugin:
+    """Registered only when pytrace is enabled: records, checks limits, summarizes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: The options' defaults without calls (the light Go-style mode), and
+        #: without the periodic flusher, whose thread added ~1.4 ms per test
+        #: (``benchmarks/bench_pytest_plugin.py``: 2.1 ms with it, 0.6 without).
+        self.light = Options(calls=settings.calls, flush_interval=0)
+        self.current: Recording | None = None
+        #: One per test, from teardown reports (this process's, or xdist workers').
+        self.figures: list[Figures] = []
+        self._import_hooks()
+        self._restore_start = _route_start_through(self._yield_to_test_trace)
+
+    def _import_hooks(self) -> None:
+        """Import the hooks of the default mode now, so that the first test's
+        trace does not hold their import (its time, and the collections it
+        triggers)."""
+        for option, module in tracing.HOOKS:
+            if getattr(self.light, option):
+                importlib.import_module(f"{tracing.__package__}.hooks.{module}")
+
+    def pytest_sessionstart(self, session):
+        os.makedirs(self.settings.directory, exist_ok=True)
+
+    def pytest_unconfigure(self, config):
+        self._end_recording()  # a run interrupted in the middle of a test
+        self._restore_start()
+
+    # -- recording -----------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        self.current = self._begin(item)
+        with self._region("setup"):
+            return (yield)
+
+    @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_setup")
+    def pytest_runtest_setup_refuse_bad_markers(self, item):
+        """Fail the setup of a test whose markers are wrong, before its fixtures
+        run (the way pytest's own skip markers act)."""
+        if self.current is not None and self.current.error is not None:
+            pytest.fail(f"{item.nodeid}: {self.current.error}", pytrace=False)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item):
+        with self._region("call"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        try:
+            with self._region("teardown"):
+                return (yield)
+        finally:
+            self._end_recording()
+
+    def _begin(self, item) -> Recording:
+        """Start the test's trace, unless its markers are wrong."""
+        path = os.path.join(self.settings.directory, trace_file_name(item.nodeid))
+        test = Recording(item.nodeid, path, None, None, None)
+        try:
+            options = self._options(item)
+            test.limits = GCLimits.of(item)
+        except (OptionsError, ValueError) as exc:
+            test.error = str(exc)
+            test.note = "its markers are wrong"
+            return test
+        with contextlib.suppress(FileNotFoundError):
+            # Unlink rather than truncate: ext4 flushes a truncated-and-rewritten
+            # file to disk when it is closed (auto_da_alloc), ~2 ms per test here.
+            os.remove(path)
+        running = tracing.current()
+        if running is not None:
+            test.note = f"a trace was already running ({running.path}); the test is in it"
+            return test
+        test.collections_before = _collections()
+        try:
+            test.session = tracing.start(path, options=options)
+        except tracing.TracerError as exc:
+            test.note = f"pytrace could not start: {exc}"
+            return test
+        test.started = time.perf_counter_ns()
+        test.task = pytrace.task(item.nodeid).__enter__()
+        return test
+
+    def _options(self, item) -> Options:
+        marks = list(item.iter_markers("pytrace"))
+        if not marks:
+            return self.light
+        values = {}
+        for mark in reversed(marks):  # the closest wins
+            if mark.args:
+                raise OptionsError("@pytest.mark.pytrace takes keyword options only, "
+                                   "e.g. calls=True")
+            values.update(mark.kwargs)
+        return Options.from_kwargs(**{**asdict(self.light), **values})
+
+    def _region(self, name: str):
+        """A region of the test's own trace; nothing when it has none."""
+        test = self.current
+        return pytrace.region(name) if test is not None and test.recording() else (
+            contextlib.nullcontext())
+
+    def _end_recording(self) -> None:
+        test = self.current
+        if test is None or test.session is None or test.stopped:
+            return
+        test.stopped = time.perf_counter_ns()
+        if test.recording():
+            test.task.__exit__(None, None, None)
+            tracing.stop()
+        else:
+            test.session.stop()
+        test.collections_after = _collections()
+
+    def _yield_to_test_trace(self) -> None:
+        """The test is about to start a trace of its own: end and drop ours."""
+        test = self.current
+        if test is None or not test.recording():
+            return
+        pytrace.log("pytrace", "the test starts its own trace: this per-test trace ends here")
+        self._end_recording()
+        test.note = "the test recorded its own trace (pytrace.start inside the test)"
+
+    # -- reports -------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        test = self.current
+        if test is None or test.nodeid != item.nodeid:
+            return report
+        if call.when == "setup" and report.skipped:
+            test.skipped = True
+        if call.when == "call" and report.passed and test.limits is not None:
+            self._check_gc_limits(test, report)
+        if report.failed:
+            test.failed = True
+        if call.when == "teardown":
+            self.current = None
+            figures = self._figures(test)
+            if figures is not None:
+                setattr(report, RESULT_ATTRIBUTE, asdict(figures))
+            exists = figures is not None and figures.path is not None
+        else:
+            exists = test.note is None and not test.skipped
+        if exists:
+            report.user_properties.append((PATH_PROPERTY, test.path))
+            if report.failed and not test.over_gc_limits:
+                report.sections.append(("pytrace", f"trace: {test.path}"))
+        return report
+
+    def _check_gc_limits(self, test: Recording, report) -> None:
+        """Fail a passed test whose setup and call broke its GC limits."""
+        if not test.recording():
+            report.outcome = "failed"
+            report.longrepr = f"gc_limits cannot be checked: {test.note}"
+            return
+        test.session.slots.flush_all()  # the file is unbuffered: now it holds every event
+        pauses = _pauses_in(test.path)
+        problems = test.limits.problems(pauses)
+        if not problems:
+            return
+        worst = max(pauses, key=lambda p: p.duration)
+        stack = "\n".join(f"    {line}" for line in _up_to_pytest(worst.stack or ()))
+        test.over_gc_limits = True
+        report.outcome = "failed"
+        report.longrepr = (
+            "GC limits exceeded (@pytest.mark.gc_limits):\n  " + "\n  ".join(problems)
+            + f"\nworst pause: {_ms(worst.duration)}, generation {worst.generation}, "
+              f"triggered at (innermost first):\n{stack or '    (no Python code)'}"
+              f"\ntrace: {test.path}")
+
+    def _figures(self, test: Recording) -> Figures | None:
+        """Read the finished trace; delete it if it is not to be kept.  None
+        for a test skipped before its body ran: it does not count."""
+        if test.note is not None or test.skipped:
+            if test.session is not None:
+                os.remove(test.path)
+            return None if test.skipped else Figures(test.nodeid, note=test.note)
+        # Reading costs ~0.1 ms: skip it when no collection ran while tracing.
+        no_gc = test.collections_after == test.collections_before
+        pauses = [] if no_gc else _pauses_in(test.path)
+        longest = sorted(pauses, key=lambda p: -p.duration)[:self.settings.top]
+        per_generation: dict[int, int] = {}
+        for pause in pauses:
+            per_generation[pause.generation] = per_generation.get(pause.generation, 0) + 1
+        kept = self.settings.keep == "all" or test.failed
+        size = os.path.getsize(test.path)
+        if not kept:
+            os.remove(test.path)
+        return Figures(
+            test.nodeid, test.path if kept else None, size, test.stopped - test.started,
+            sum(p.duration for p in pauses), tuple(sorted(per_generation.items())),
+            tuple((p.duration, p.generation, _frame(p.stack[0]) if p.stack else "")
+                  for p in longest))
+
+    # -- summary -------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report):
+        figures = getattr(report, RESULT_ATTRIBUTE, None)
+        if report.when == "teardown" and figures is not None:
+            self.figures.append(Figures(**figures))
+
+    def pytest_terminal_summary(self, terminalreporter, config):
+        if hasattr(config, "workerinput"):  # an xdist worker: the controller summarizes
+            return
+        terminalreporter.section("pytrace")
+        for line in summary_lines(self.figures, self.settings.directory, self.settings.keep,
+                                  self.settings.top):
+            terminalreporter.write_line(line)
+
+
+def _route_start_through(before_start):
+    """Make ``pytrace.start`` (and so ``pytrace.trace``) call ``before_start()``
+    first; returns the function that undoes it."""
+    original = tracing.start
+
+    @functools.wraps(original)
+    def start(path, **options):
+        before_start()
+        return original(path, **options)
+
+    tracing.start = pytrace.start = start
+
+    def restore():
+        tracing.start = pytrace.start = original
+    return restore
+
+
+def _pauses_in(path) -> list:
+    """Every collection in the trace at ``path``, which may still be recording."""
+    from .analysis import collect_pauses  # on first use: an inert plugin imports no analysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TraceWarning)  # no footer yet: "cut short"
+        return collect_pauses(pytrace.read(path))[0]
+
+
+def _collections() -> int:
+    """Collections of every generation so far in this process."""
+    return sum(generation["collections"] for generation in gc.get_stats())
+
+
+def _frame(frame) -> str:
+    return f"{frame.func} ({frame.file}:{frame.line})"
+
+
+def _up_to_pytest(stack) -> list[str]:
+    """The frames of ``stack`` (innermost first) up to the first of pytest's
+    own, then how many outer frames were left out."""
+    lines = []
+    for depth, frame in enumerate(stack):
+        lines.append(_frame(frame))
+        if frame.file.startswith(RUNNER_DIRS):
+            if depth + 1 < len(stack):
+                lines.append(f"... {len(stack) - depth - 1} outer frames of pytest")
+            break
+    return lines
+
+
+def _shorter(frame_text: str) -> str:
+    """A frame with its file relative to the current directory, when inside it."""
+    return frame_text.replace(os.getcwd() + os.sep, "")
+
+
+def summary_lines(figures: list[Figures], directory: str, keep: str, top: int) -> list[str]:
+    """The terminal summary: where the traces are, then the GC pause tables."""
+    traced = [f for f in figures if f.note is None]
+    kept = [f for f in traced if f.path is not None]
+    size = sum(f.size for f in traced)
+    lines = [f"{len(kept)} trace{'s' * (len(kept) != 1)} in {directory}"
+             + (f" (keep=failed: {len(traced)} tests traced)" if keep == "failed" else "")
+             + (f"; {size / len(traced) / 1024:.1f} KiB per test trace" if traced else "")]
+    untraced = [f for f in figures if f.note is not None]
+    if untraced:
+        lines.append(f"tests without a trace of their own ({len(untraced)}):")
+        lines += [f"  {f.nodeid}: {f.note}" for f in untraced[:top]]
+        if len(untraced) > top:
+            lines.append(f"  ... and {len(untraced) - top} more")
+    collections: dict[int, int] = {}
+    for f in traced:
+        for generation, count in f.collections:
+            collections[generation] = collections.get(generation, 0) + count
+    if not collections:
+        lines.append("no garbage collections during the traced tests")
+        return lines
+    gc_ns, wall_ns = sum(f.gc_ns for f in traced), sum(f.wall_ns for f in traced)
+    lines.append(
+        f"GC: {sum(collections.values())} collections ("
+        + ", ".join(f"gen{g} {n}" for g, n in sorted(collections.items()))
+        + f"), {_ms(gc_ns)} paused = {_share(gc_ns, wall_ns)} of {_ms(wall_ns)} in traced tests")
+    lines.append(f"tests with the most GC pause time (top {top}):")
+    lines.append(f"  {'paused':>12}  {'share':>6}  {'gen0':>5} {'gen1':>5} {'gen2':>5}  test")
+    for f in sorted(traced, key=lambda f: -f.gc_ns)[:top]:
+        if not f.gc_ns:
+            break
+        counts = dict(f.collections)
+        lines.append(f"  {_ms(f.gc_ns):>12}  {_share(f.gc_ns, f.wall_ns):>6}  "
+                     + " ".join(f"{counts.get(g, 0):>5}" for g in (0, 1, 2)) + f"  {f.nodeid}")
+    lines.append(f"longest single pauses (top {top}):")
+    lines.append(f"  {'pause':>12}  gen  test, then where the collection began")
+    pauses = sorted(((p, f.nodeid) for f in traced for p in f.longest), key=lambda x: -x[0][0])
+    for (duration, generation, where), nodeid in pauses[:top]:
+        lines.append(f"  {_ms(duration):>12}  {generation:>3}  {nodeid}")
+        lines.append(f"  {'':>12}       at {_shorter(where) if where else '(no Python code)'}")
+    return lines
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
