@@ -32,12 +32,10 @@ Tests that are not given a trace of their own, each listed in the summary:
   pytest``, or a trace left running by an earlier test): its events go to
   that trace;
 - a test that calls ``pytrace.start``/``pytrace.trace`` itself: its own trace
-  wins.  While the plugin records, it routes those two functions through
-  ``_yield_to_test_trace``, which ends the per-test trace (with a log entry
-  saying why) and deletes it, so the test's own trace starts as if the
-  plugin were not there.  Code that imported ``start`` before pytest
-  configured the plugin (``from pytrace import start`` in a conftest) still
-  gets the original, which refuses to start while the per-test trace runs.
+  wins.  The per-test session is marked ``on_superseded``, so ``start``
+  first calls ``_yield_to_test_trace``, which ends the per-test trace (with a
+  log entry saying why) and deletes it; the test's own trace then starts as
+  if the plugin were not there.
 
 Markers:
 
@@ -56,7 +54,6 @@ Markers:
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
 import importlib
@@ -300,7 +297,6 @@ class PytracePlugin:
         #: One per test, from teardown reports (this process's, or xdist workers').
         self.figures: list[Figures] = []
         self._import_hooks()
-        self._restore_start = _route_start_through(self._yield_to_test_trace)
 
     def _import_hooks(self) -> None:
         """Import the hooks of the default mode now, so that the first test's
@@ -315,7 +311,6 @@ class PytracePlugin:
 
     def pytest_unconfigure(self, config):
         self._end_recording()  # a run interrupted in the middle of a test
-        self._restore_start()
 
     # -- recording -----------------------------------------------------------
 
@@ -367,6 +362,7 @@ class PytracePlugin:
         test.collections_before = _collections()
         try:
             test.session = tracing.start(path, options=options)
+            test.session.on_superseded = self._yield_to_test_trace
         except tracing.TracerError as exc:
             test.note = f"pytrace could not start: {exc}"
             return test
@@ -500,23 +496,6 @@ class PytracePlugin:
         for line in summary_lines(self.figures, self.settings.directory, self.settings.keep,
                                   self.settings.top):
             terminalreporter.write_line(line)
-
-
-def _route_start_through(before_start):
-    """Make ``pytrace.start`` (and so ``pytrace.trace``) call ``before_start()``
-    first; returns the function that undoes it."""
-    original = tracing.start
-
-    @functools.wraps(original)
-    def start(path, **options):
-        before_start()
-        return original(path, **options)
-
-    tracing.start = pytrace.start = start
-
-    def restore():
-        tracing.start = pytrace.start = original
-    return restore
 
 
 def _pauses_in(path) -> list:

@@ -29,13 +29,14 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_STACK_FRAMES = 64
 
 #: Hook modules of ``pytrace.hooks`` in install order, with the option that
-#: enables each.  Call hooks go last, so installing the others is not traced.
+#: enables each.  GC and call hooks go last, so that installing the others is
+#: neither traced nor charged with the collections it triggers.
 HOOKS = (
-    ("gc", "gcevents"),
     ("threads", "threads"),
     ("blocking", "blocking"),
     ("asyncio", "aio"),
     ("sample_rate", "sampler"),
+    ("gc", "gcevents"),
     ("calls", "calls"),
 )
 
@@ -70,6 +71,9 @@ class Session:
         self._uninstall: list = []
         #: Callables returning lines for the end-of-run summary, added by hooks.
         self.summaries: list = []
+        #: If set, ``start()`` of another trace calls it (it must stop this
+        #: session) instead of refusing: the owner of this session gives way.
+        self.on_superseded = None
         self._stop_lock = threading.Lock()
         self.stopped = False
         self.failure: BaseException | None = None
@@ -166,6 +170,9 @@ def start(path, **options) -> Session:
     """Start tracing into ``path``.  Options: see ``pytrace.options.Options``."""
     global _session
     opts = options.pop("options", None) or Options.from_kwargs(**options)
+    running = _session
+    if running is not None and running.on_superseded is not None:
+        running.on_superseded()  # e.g. the pytest plugin ends a per-test trace
     with _session_lock:
         if _session is not None:
             raise TracerError(
