@@ -21,14 +21,23 @@ _RUNNER_FILES = (os.path.abspath(runpy.__file__),)
 
 
 def _program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop the leading frames that belong to pytrace or runpy."""
+    """The traceback as ``python`` would show it: without the leading frames
+    of pytrace and runpy, and without pytrace's wrappers (e.g. around
+    ``time.sleep``) wherever they are."""
+    kept = []
+    leading = True
     while tb is not None:
-        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if not (tracing.is_own_code(filename) or filename in _RUNNER_FILES
-                or filename.startswith("<frozen runpy")):
-            break
+        filename = tb.tb_frame.f_code.co_filename
+        runner = filename in _RUNNER_FILES or filename == "<frozen runpy>"
+        if not (tracing.is_own_code(filename) or (leading and runner)):
+            kept.append(tb)
+            leading = False
         tb = tb.tb_next
-    return tb
+    for outer, inner in zip(kept, kept[1:]):
+        outer.tb_next = inner
+    if kept:
+        kept[-1].tb_next = None
+    return kept[0] if kept else None
 
 
 def run_program(target: str, args: list[str], *, module: bool, path, options) -> int:
@@ -49,7 +58,8 @@ def run_program(target: str, args: list[str], *, module: bool, path, options) ->
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            runpy.run_path(target, run_name="__main__")
+            # As python does since 3.9: the script's code has an absolute filename.
+            runpy.run_path(os.path.abspath(target), run_name="__main__")
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc.code)
@@ -59,7 +69,9 @@ def run_program(target: str, args: list[str], *, module: bool, path, options) ->
     finally:
         tracing.stop()
     if uncaught is not None:
-        sys.excepthook(type(uncaught), uncaught, _program_traceback(uncaught.__traceback__))
+        # The hook prints the exception's own __traceback__ (3.12+), so trim that.
+        uncaught = uncaught.with_traceback(_program_traceback(uncaught.__traceback__))
+        sys.excepthook(type(uncaught), uncaught, uncaught.__traceback__)
     _summarize(session)
     if isinstance(uncaught, KeyboardInterrupt):
         _die_of_sigint()
