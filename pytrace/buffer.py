@@ -42,7 +42,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from . import events, wire
+from . import core, events, wire
 
 _SMALL = wire.SMALL_UVARINTS
 _SMALL_LIMIT = wire.SMALL_LIMIT
@@ -270,8 +270,12 @@ class Slots:
         self.retire(threading.get_ident())
         return self._create(threading.get_ident(), tid)
 
+    def make_slot(self, tid: int) -> ThreadSlot:
+        """A new, unpublished slot of the active core (``pytrace.core``)."""
+        return core.slot_class()(tid, self.writer, self.tables, self.clock, self.limit)
+
     def _create(self, ident: int, tid: int) -> ThreadSlot:
-        mine = ThreadSlot(tid, self.writer, self.tables, self.clock, self.limit)
+        mine = self.make_slot(tid)
         # setdefault: if a re-entrant call created one first, use that one.
         slot = self.by_ident.setdefault(ident, mine)
         if slot is mine:

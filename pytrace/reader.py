@@ -22,7 +22,7 @@ import os
 import warnings
 from typing import NamedTuple
 
-from . import events, wire
+from . import core, events, wire
 from .errors import TraceFormatError, TraceWarning
 from .events import EventKind
 
@@ -317,7 +317,9 @@ class Decoder:
                 self._error(f"thread {tid}'s clock goes backwards: batch {seq} starts "
                             f"{last_ts[tid] - info.base} ticks before the previous batch ended",
                             info.offset, tid, seq)
-            out = per_thread.setdefault(tid, [])
+            out = per_thread.get(tid)
+            if out is None:
+                out = per_thread[tid] = self._new_run(tid)
             found, ts = self._decode_batch(info, out)
             last_ts[tid] = max(ts, last_ts.get(tid, 0))
             if found != info.count:
@@ -329,6 +331,11 @@ class Decoder:
         self.trace.threads = {tid: (b, n) for tid, (b, n) in counts.items()}
         self.trace.batches = len(batches)
         return per_thread
+
+    def _new_run(self, tid: int) -> list:
+        """A container for thread ``tid``'s decoded events (``_decode_batch``
+        appends to it, ``_events`` resolves it)."""
+        return []
 
     def _decode_batch(self, info: BatchInfo, out: list) -> tuple[int, int]:
         """Append the batch's events to ``out`` as ``(ticks, tid, kind, raw_args)``.
@@ -531,6 +538,21 @@ class Decoder:
             firsts = [evs[0][0] for evs in per_thread.values() if evs]
             start_ticks = min(firsts) if firsts else 0
         freq = trace.frequency or 1
+        trace.events = self._events(per_thread, plan, start_ticks, freq, using)
+        for what, ids in undefined.items():
+            listed = ", ".join(map(str, sorted(ids)[:5]))
+            problem = f"{len(ids)} {what} id(s) used but never defined: {listed}"
+            if self.cut is not None:
+                trace.warnings.append(problem + " (their definitions were lost in the cut)")
+            else:
+                self._error(problem, tid=first_use[what])
+
+
+    def _events(self, per_thread: dict, plan: dict, start_ticks: int, freq: int,
+                using: list) -> list:
+        """Every thread's events resolved (``plan``: kind id -> resolver or
+        None) and merged in time order.  ``using[0]`` names the thread being
+        resolved, for the report of undefined ids."""
         make = tuple.__new__
         result = []
         append = result.append
@@ -547,14 +569,7 @@ class Decoder:
         # Each thread's events are already in time order: the sort merges
         # those runs (stable, so ties keep thread order).
         result.sort(key=_TS)
-        trace.events = result
-        for what, ids in undefined.items():
-            listed = ", ".join(map(str, sorted(ids)[:5]))
-            problem = f"{len(ids)} {what} id(s) used but never defined: {listed}"
-            if self.cut is not None:
-                trace.warnings.append(problem + " (their definitions were lost in the cut)")
-            else:
-                self._error(problem, tid=first_use[what])
+        return result
 
 
 def _inline_counts() -> list[int]:
@@ -634,7 +649,7 @@ def read(path) -> Trace:
     apply) if the file is not a valid trace.  A trace cut short is returned
     with every complete batch, and a ``TraceWarning``.
     """
-    decoder = Decoder(load(path), os.fspath(path))
+    decoder = decoder_class()(load(path), os.fspath(path))
     with collector_paused():
         trace = decoder.decode()
     if decoder.errors:
@@ -648,3 +663,14 @@ def read(path) -> Trace:
     for message in trace.warnings:
         warnings.warn(message, TraceWarning, stacklevel=2)
     return trace
+
+
+def decoder_class() -> type:
+    """The decoder ``read`` uses: with the C core active (``pytrace.core``),
+    the one whose hot loops are in C (``pytrace.decoder_c``); both give the
+    same ``Trace``."""
+    return CDecoder if core.name == "c" else Decoder
+
+
+# At the end: decoder_c subclasses Decoder.
+from .decoder_c import CDecoder  # noqa: E402

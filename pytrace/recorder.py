@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import wire
+from . import core, wire
 from .buffer import Slots, Tables
 from .writer import Writer
 
@@ -24,10 +24,11 @@ DEFAULT_BUFFER_SIZE = 64 * 1024
 #: The smallest legal buffer: a batch header plus one maximal varint record.
 MIN_BUFFER_SIZE = wire.BATCH_FIXED_SIZE + 3 * wire.MAX_VARINT_BYTES + 1
 
-#: The Python core's clock: nanoseconds, so ticks per second is 1e9.  A C
-#: core may use the CPU's timestamp counter and write its own frequency.
+#: The Python core's clock: nanoseconds, so ticks per second is 1e9.  The C
+#: core's clock counts nanoseconds too (``pytrace.core``); a recorder made
+#: without an explicit clock uses the active core's.
 CLOCK = time.perf_counter_ns
-CLOCK_FREQUENCY = 1_000_000_000
+CLOCK_FREQUENCY = core.FREQUENCY
 
 
 def metadata(start_ticks: int) -> dict[str, str]:
@@ -69,13 +70,15 @@ class PeriodicFlusher(threading.Thread):
 class Recorder:
     """Writes one trace file.  ``close()`` flushes every thread and writes the footer."""
 
-    def __init__(self, path, buffer_size: int = DEFAULT_BUFFER_SIZE, clock=CLOCK,
+    def __init__(self, path, buffer_size: int = DEFAULT_BUFFER_SIZE, clock=None,
                  frequency: int = CLOCK_FREQUENCY, flush_interval: float = 0.0) -> None:
         if buffer_size < MIN_BUFFER_SIZE:
             raise ValueError(
                 f"buffer_size {buffer_size} is too small; use at least {MIN_BUFFER_SIZE} bytes"
             )
         self.path = os.fspath(path)
+        if clock is None:
+            clock = core.clock()
         self.clock = clock
         self.writer = Writer.open(self.path, frequency, metadata(clock()))
         self.tables = Tables()

@@ -46,6 +46,15 @@ def _plain(arg_type: str, value):
     return value
 
 
+def thread_tid(trace, thread) -> int:
+    """The tid of the ``threading.Thread`` ``thread``, from its ThreadStart
+    (matched on ident and name: a thread that ended during the trace may
+    have had the same ident)."""
+    [start] = [e for e in of_kind(trace, "ThreadStart")
+               if (e.arg("ident"), e.arg("name")) == (thread.ident, thread.name)]
+    return start.tid
+
+
 def stack_names(event, arg: str = "stack") -> tuple:
     """The function names of an event's stack argument, innermost first."""
     return _plain("k", event.arg(arg))

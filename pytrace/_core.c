@@ -1,0 +1,3085 @@
+/* pytrace._core: the C core of the tracer's hot path.
+ *
+ * Interchangeable with the pure-Python core (pytrace/buffer.py's ThreadSlot
+ * and the call hooks): the same methods, the same semantics, the same bytes
+ * for the same events and clock readings.  pytrace/core.py chooses between
+ * them; pytrace/buffer.py's module docstring is the contract this file
+ * implements (the two rules of Go's commit d58f4e9, the batch base set at
+ * the swap, delta 0 after a concurrent swap, interning through
+ * dict.setdefault, the injection points).
+ *
+ * Why the rules hold here: C code runs with the GIL held and nothing can
+ * re-enter it except where it calls back into Python (a Python clock, the
+ * writer, the test injector, a key's __hash__/__eq__) or allocates an
+ * object the cycle collector tracks (on 3.11 a collection, and so a
+ * gc.callbacks callback, can run right there).  Every such point is a place
+ * where another event may be appended and the buffer may be swapped, so:
+ * records are built completely in local memory first and appended in one
+ * step (slot_append), which reads slot->buf at that moment; no pointer into
+ * a buffer is kept across any call out; and an event reads the clock before
+ * it reads seq/last, exactly like the Python core.
+ *
+ * The live buffer is a real bytearray (slot.buf), so the Python call hooks,
+ * which append to it inline (``buf = slot.buf; buf += data``), work
+ * unchanged on a C slot.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define HAVE_TSC 1
+#else
+#define HAVE_TSC 0
+#endif
+
+/* Event ids of pytrace/events.py that the C core writes itself.  _core
+ * checks them against the event table at import (pytrace/core.py), so a
+ * change of the table cannot silently desynchronise the cores. */
+#define EV_BATCH 1
+#define EV_STRING 5
+#define EV_FUNC 6
+#define EV_STACK 7
+
+/* Layout of a batch header (pytrace/wire.py). */
+#define BATCH_LENGTH_OFFSET 1
+#define BATCH_COUNT_OFFSET 5
+#define BATCH_BASE_OFFSET 9
+#define BATCH_FIXED_SIZE 17
+#define LENGTH_PREFIXED 3
+#define MAX_VARINT 10
+
+/* ------------------------------------------------------------------------ */
+/* Clock                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The C core's clock counts nanoseconds, like the Python core's
+ * time.perf_counter_ns (so the Frequency record stays 1e9 and every tick
+ * computation elsewhere in pytrace holds).  Where the kernel itself keeps
+ * time with the CPU's timestamp counter (clocksource "tsc", with
+ * constant_tsc and nonstop_tsc), the counter is read directly and scaled to
+ * nanoseconds with a factor measured against CLOCK_MONOTONIC when first
+ * needed: on this project's machines rdtsc costs ~18 ns and
+ * clock_gettime(CLOCK_MONOTONIC) ~45 ns, and an event is taken twice per
+ * call.  Elsewhere the clock is clock_gettime(CLOCK_MONOTONIC), the same
+ * clock as perf_counter_ns on Linux. */
+
+static int clock_ready = 0;
+static int clock_uses_tsc = 0;
+static uint64_t tsc_origin = 0;      /* counter value at ns_origin */
+static uint64_t ns_origin = 0;       /* CLOCK_MONOTONIC at tsc_origin */
+static uint64_t tsc_scale = 0;       /* nanoseconds per tick, << 32 */
+static double tsc_hz = 0.0;
+
+static inline uint64_t
+monotonic_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+#if HAVE_TSC
+static int
+file_contains(const char *path, const char *needle, size_t limit)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char *text = PyMem_RawMalloc(limit + 1);
+    if (text == NULL) {
+        fclose(f);
+        return 0;
+    }
+    size_t n = fread(text, 1, limit, f);
+    fclose(f);
+    text[n] = '\0';
+    int found = strstr(text, needle) != NULL;
+    PyMem_RawFree(text);
+    return found;
+}
+
+/* A (counter, CLOCK_MONOTONIC) pair read as close together as this CPU
+ * allows: the counter is read on both sides of the clock, and the tightest
+ * of a few tries is kept. */
+static void
+tsc_sample(uint64_t *tsc, uint64_t *ns)
+{
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 16; i++) {
+        uint64_t before = __rdtsc();
+        uint64_t now = monotonic_ns();
+        uint64_t after = __rdtsc();
+        if (after - before < best) {
+            best = after - before;
+            *tsc = before + (after - before) / 2;
+            *ns = now;
+        }
+    }
+}
+
+/* The scale is measured over this many nanoseconds (once per process, when
+ * the clock is first used): a sample's uncertainty is ~20 ns, so the
+ * relative error of durations is ~1e-5. */
+#define TSC_CALIBRATION_NS 4000000u
+
+static void
+calibrate_tsc(void)
+{
+    if (!file_contains("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                       "tsc", 64)
+        || !file_contains("/proc/cpuinfo", " constant_tsc", 1 << 16)
+        || !file_contains("/proc/cpuinfo", " nonstop_tsc", 1 << 16)) {
+        return;
+    }
+    uint64_t t0, n0, t1, n1;
+    tsc_sample(&t0, &n0);
+    while (monotonic_ns() - n0 < TSC_CALIBRATION_NS) {
+    }
+    tsc_sample(&t1, &n1);
+    if (t1 <= t0 || n1 <= n0) {
+        return;
+    }
+    tsc_scale = (uint64_t)((((unsigned __int128)(n1 - n0)) << 32) / (t1 - t0));
+    tsc_hz = (double)(t1 - t0) * 1e9 / (double)(n1 - n0);
+    tsc_origin = t1;
+    ns_origin = n1;
+    clock_uses_tsc = tsc_scale != 0;
+}
+#endif
+
+static void
+ensure_clock(void)
+{
+    if (clock_ready) {
+        return;
+    }
+#if HAVE_TSC
+    const char *forced = getenv("PYTRACE_CLOCK");
+    if (forced == NULL || strcmp(forced, "monotonic") != 0) {
+        calibrate_tsc();
+    }
+#endif
+    clock_ready = 1;
+}
+
+static inline uint64_t
+core_now(void)
+{
+#if HAVE_TSC
+    if (clock_uses_tsc) {
+        uint64_t ticks = __rdtsc() - tsc_origin;
+        if ((int64_t)ticks < 0) {  /* another CPU's counter, a hair behind */
+            ticks = 0;
+        }
+        return ns_origin + (uint64_t)(((unsigned __int128)ticks * tsc_scale) >> 32);
+    }
+#endif
+    return monotonic_ns();
+}
+
+static PyObject *
+core_clock(PyObject *module, PyObject *unused)
+{
+    ensure_clock();
+    return PyLong_FromUnsignedLongLong(core_now());
+}
+
+static PyObject *
+core_clock_info(PyObject *module, PyObject *unused)
+{
+    ensure_clock();
+    return Py_BuildValue("{s:s,s:d}", "source", clock_uses_tsc ? "tsc" : "monotonic",
+                         "tsc_hz", tsc_hz);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static inline Py_ssize_t
+put_uvarint(unsigned char *out, uint64_t value)
+{
+    Py_ssize_t n = 0;
+    while (value >= 0x80) {
+        out[n++] = (unsigned char)(value | 0x80);
+        value >>= 7;
+    }
+    out[n++] = (unsigned char)value;
+    return n;
+}
+
+static inline Py_ssize_t
+uvarint_size(uint64_t value)
+{
+    Py_ssize_t n = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline void
+put_u32(unsigned char *out, uint32_t v)
+{
+    out[0] = (unsigned char)v;
+    out[1] = (unsigned char)(v >> 8);
+    out[2] = (unsigned char)(v >> 16);
+    out[3] = (unsigned char)(v >> 24);
+}
+
+static inline void
+put_u64(unsigned char *out, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        out[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* A record of `count` varints: inline (code count-1) for 1-3 values, else
+ * length-prefixed (code 3), as wire.record.  `out` holds at least
+ * 1 + MAX_VARINT + count * MAX_VARINT bytes. */
+static Py_ssize_t
+put_record(unsigned char *out, int kind, const uint64_t *values, Py_ssize_t count)
+{
+    if (count >= 1 && count <= LENGTH_PREFIXED) {
+        Py_ssize_t n = 1;
+        out[0] = (unsigned char)(kind | (count - 1) << 6);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            n += put_uvarint(out + n, values[i]);
+        }
+        return n;
+    }
+    Py_ssize_t payload = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        payload += uvarint_size(values[i]);
+    }
+    out[0] = (unsigned char)(kind | LENGTH_PREFIXED << 6);
+    Py_ssize_t n = 1 + put_uvarint(out + 1, (uint64_t)payload);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        n += put_uvarint(out + n, values[i]);
+    }
+    return n;
+}
+
+/* A Python int as a varint value.  Negative or too big: an error, as
+ * wire.uvarint refuses negatives (and a reader refuses >10-byte varints). */
+static int
+as_u64(PyObject *obj, uint64_t *out)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "event arguments must be int, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError,
+                         "uvarint cannot encode %R (negative, or wider than 64 bits)", obj);
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Buffers: bytearrays appended to in place                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Append n bytes to the bytearray in one step.  The common case writes into
+ * the spare capacity directly; anything else (no room, an exported buffer)
+ * goes through PyByteArray_Resize, which grows it or raises. */
+static inline int
+bytes_append(PyByteArrayObject *buf, const unsigned char *data, Py_ssize_t n)
+{
+    Py_ssize_t size = Py_SIZE(buf);
+    if (buf->ob_exports == 0 && buf->ob_start == buf->ob_bytes && size + n < buf->ob_alloc) {
+        memcpy(buf->ob_bytes + size, data, (size_t)n);
+        buf->ob_bytes[size + n] = '\0';
+        Py_SET_SIZE(buf, size + n);
+        return 0;
+    }
+    if (PyByteArray_Resize((PyObject *)buf, size + n) < 0) {
+        return -1;
+    }
+    memcpy(PyByteArray_AS_STRING(buf) + size, data, (size_t)n);
+    return 0;
+}
+
+/* Records the hot paths build are at most this long; they are built in
+ * arrays of this size, so appending copies a fixed-size block (inlined
+ * moves instead of a memcpy call) when the buffer has that much room. */
+#define SMALL_RECORD 32
+
+static inline int
+bytes_append_small(PyByteArrayObject *buf, const unsigned char data[SMALL_RECORD], Py_ssize_t n)
+{
+    Py_ssize_t size = Py_SIZE(buf);
+    if (buf->ob_exports == 0 && buf->ob_start == buf->ob_bytes
+        && size + SMALL_RECORD < buf->ob_alloc) {
+        memcpy(buf->ob_bytes + size, data, SMALL_RECORD);
+        buf->ob_bytes[size + n] = '\0';
+        Py_SET_SIZE(buf, size + n);
+        return 0;
+    }
+    return bytes_append(buf, data, n);
+}
+
+/* A new batch buffer holding its header (length and count zero), with room
+ * for `capacity` bytes before it must grow. */
+static PyObject *
+new_batch(uint64_t tid, uint64_t seq, uint64_t base, Py_ssize_t capacity)
+{
+    unsigned char header[BATCH_FIXED_SIZE + 2 * MAX_VARINT];
+    memset(header, 0, BATCH_FIXED_SIZE);
+    header[0] = EV_BATCH;
+    put_u64(header + BATCH_BASE_OFFSET, base);
+    Py_ssize_t n = BATCH_FIXED_SIZE;
+    n += put_uvarint(header + n, tid);
+    n += put_uvarint(header + n, seq);
+    if (capacity < n) {
+        capacity = n;
+    }
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, capacity);
+    if (buf == NULL) {
+        return NULL;
+    }
+    memcpy(PyByteArray_AS_STRING(buf), header, (size_t)n);
+    Py_SET_SIZE(buf, n);
+    PyByteArray_AS_STRING(buf)[n] = '\0';
+    return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Injection points (tests only)                                            */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *buffer_module = NULL;  /* pytrace.buffer, imported when first needed */
+
+enum {
+    AT_FLUSH_START, AT_BEFORE_SWAP, AT_AFTER_SWAP, AT_FLUSH_END,
+    AT_STRING, AT_FUNC, AT_STACK, AT_COUNT
+};
+static const char *const point_names[AT_COUNT] = {
+    "flush:start", "flush:before-swap", "flush:after-swap", "flush:end",
+    "intern:string", "intern:func", "intern:stack",
+};
+static PyObject *point_strings[AT_COUNT];
+static PyObject *str_injector, *str_write_batch;
+
+/* Call pytrace.buffer.injector(point) if a test set it.  Only cold paths
+ * (flush, first-time interning) come here, as in the Python core. */
+static int
+inject(int point)
+{
+    if (buffer_module == NULL) {
+        buffer_module = PyImport_ImportModule("pytrace.buffer");
+        if (buffer_module == NULL) {
+            return -1;
+        }
+    }
+    PyObject *injector = PyObject_GetAttr(buffer_module, str_injector);
+    if (injector == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (injector != Py_None) {
+        PyObject *r = PyObject_CallOneArg(injector, point_strings[point]);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(injector);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* ThreadSlot                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tid_obj;
+    uint64_t tid;
+    PyByteArrayObject *buf;   /* the live batch, always starting with its header */
+    Py_ssize_t count;         /* records in buf */
+    unsigned long long last;  /* time of the thread's last event */
+    unsigned long long seq;   /* buf's batch sequence number */
+    Py_ssize_t limit;
+    char flushing;
+    char core_clock;          /* clock is _core.clock: read it inline */
+    PyObject *writer;
+    PyObject *tables;
+    PyObject *clock;
+    /* The tables' dicts and counters, looked up once. */
+    PyObject *strings, *funcs, *stacks;
+    PyObject *string_ids, *func_ids, *stack_ids;
+} Slot;
+
+static PyTypeObject SlotType;
+static PyObject *core_clock_object = NULL;  /* the module's `clock` function */
+
+/* The time now, from the slot's clock. */
+static inline int
+slot_time(Slot *s, uint64_t *now)
+{
+    if (s->core_clock) {
+        *now = core_now();
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(s->clock);
+    if (r == NULL) {
+        return -1;
+    }
+    int rc = as_u64(r, now);
+    Py_DECREF(r);
+    return rc;
+}
+
+static int slot_flush_impl(Slot *s);
+
+/* Append one complete record, count it, and flush if the buffer is full:
+ * buffer.ThreadSlot._append. */
+static inline int
+slot_append(Slot *s, const unsigned char *data, Py_ssize_t n)
+{
+    if (bytes_append(s->buf, data, n) < 0) {
+        return -1;
+    }
+    s->count++;
+    if (Py_SIZE(s->buf) >= s->limit) {
+        return slot_flush_impl(s);
+    }
+    return 0;
+}
+
+/* The tick delta of an event taken at `now` (read before this), moving
+ * `last`; as ThreadSlot.emit.  In C nothing can run between this and the
+ * append, so the "new batch since the clock read" case of the Python core
+ * (delta 0) is covered by reading seq/last after the clock. */
+static inline uint64_t
+slot_delta(Slot *s, uint64_t now)
+{
+    unsigned long long last = s->last;
+    if (now > last) {
+        s->last = now;
+        return now - last;
+    }
+    return 0;
+}
+
+static int
+slot_flush_impl(Slot *s)
+{
+    if (s->flushing || s->count == 0) {
+        return 0;
+    }
+    s->flushing = 1;
+    int rc = -1;
+    PyObject *fresh = NULL, *old = NULL;
+    if (inject(AT_FLUSH_START) < 0) {
+        goto done;
+    }
+    fresh = new_batch(s->tid, s->seq + 1, 0, s->limit + 64);
+    if (fresh == NULL) {
+        goto done;
+    }
+    if (inject(AT_BEFORE_SWAP) < 0) {
+        goto done;
+    }
+    /* The swap (rule 2): nothing runs between these statements.  The new
+     * batch's base is the time of the last event before the swap. */
+    old = (PyObject *)s->buf;
+    Py_ssize_t count = s->count;
+    s->buf = (PyByteArrayObject *)fresh;
+    fresh = NULL;
+    s->count = 0;
+    s->seq += 1;
+    put_u64((unsigned char *)s->buf->ob_start + BATCH_BASE_OFFSET, s->last);
+    if (inject(AT_AFTER_SWAP) < 0) {
+        goto done;
+    }
+    unsigned char *bytes = (unsigned char *)PyByteArray_AS_STRING(old);
+    put_u32(bytes + BATCH_LENGTH_OFFSET,
+            (uint32_t)(PyByteArray_GET_SIZE(old) - BATCH_LENGTH_OFFSET - 4));
+    put_u32(bytes + BATCH_COUNT_OFFSET, (uint32_t)count);
+    PyObject *count_obj = PyLong_FromSsize_t(count);
+    if (count_obj == NULL) {
+        goto done;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(s->writer, str_write_batch, s->tid_obj, old,
+                                             count_obj, NULL);
+    Py_DECREF(count_obj);
+    if (r == NULL) {
+        goto done;
+    }
+    Py_DECREF(r);
+    if (inject(AT_FLUSH_END) < 0) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(fresh);
+    Py_XDECREF(old);
+    s->flushing = 0;
+    return rc;
+}
+
+static int
+Slot_init(Slot *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"tid", "writer", "tables", "clock", "limit", NULL};
+    PyObject *tid, *writer, *tables, *clock;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOn:ThreadSlot", kwlist, &tid, &writer,
+                                     &tables, &clock, &limit)) {
+        return -1;
+    }
+    if (self->buf != NULL) {
+        PyErr_SetString(PyExc_TypeError, "ThreadSlot is already initialised");
+        return -1;
+    }
+    uint64_t tid_value;
+    if (as_u64(tid, &tid_value) < 0) {
+        return -1;
+    }
+    static const char *const table_names[6] = {
+        "strings", "funcs", "stacks", "string_ids", "func_ids", "stack_ids"};
+    PyObject **fields[6] = {&self->strings, &self->funcs, &self->stacks,
+                            &self->string_ids, &self->func_ids, &self->stack_ids};
+    for (int i = 0; i < 6; i++) {
+        PyObject *value = PyObject_GetAttrString(tables, table_names[i]);
+        if (value == NULL) {
+            return -1;
+        }
+        if (i < 3 && !PyDict_CheckExact(value)) {
+            Py_DECREF(value);
+            PyErr_Format(PyExc_TypeError, "tables.%s must be a dict", table_names[i]);
+            return -1;
+        }
+        *fields[i] = value;
+    }
+    self->tid_obj = Py_NewRef(tid);
+    self->tid = tid_value;
+    self->writer = Py_NewRef(writer);
+    self->tables = Py_NewRef(tables);
+    self->clock = Py_NewRef(clock);
+    self->core_clock = clock == core_clock_object;
+    if (self->core_clock) {
+        ensure_clock();
+    }
+    self->limit = limit;
+    self->flushing = 0;
+    self->seq = 0;
+    self->count = 0;
+    uint64_t now;
+    if (slot_time(self, &now) < 0) {
+        return -1;
+    }
+    /* The first buffer is started here, with its header, like every later
+     * one is started by the flush. */
+    self->buf = (PyByteArrayObject *)new_batch(tid_value, 0, now, limit + 64);
+    if (self->buf == NULL) {
+        return -1;
+    }
+    self->last = now;
+    return 0;
+}
+
+static int
+Slot_traverse(Slot *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tid_obj);
+    Py_VISIT(self->writer);
+    Py_VISIT(self->tables);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->strings);
+    Py_VISIT(self->funcs);
+    Py_VISIT(self->stacks);
+    Py_VISIT(self->string_ids);
+    Py_VISIT(self->func_ids);
+    Py_VISIT(self->stack_ids);
+    return 0;
+}
+
+static int
+Slot_clear(Slot *self)
+{
+    Py_CLEAR(self->tid_obj);
+    Py_CLEAR(self->writer);
+    Py_CLEAR(self->tables);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->strings);
+    Py_CLEAR(self->funcs);
+    Py_CLEAR(self->stacks);
+    Py_CLEAR(self->string_ids);
+    Py_CLEAR(self->func_ids);
+    Py_CLEAR(self->stack_ids);
+    return 0;
+}
+
+static void
+Slot_dealloc(Slot *self)
+{
+    PyObject_GC_UnTrack(self);
+    Slot_clear(self);
+    Py_CLEAR(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int
+slot_ready(Slot *s)
+{
+    if (s->buf == NULL) {
+        PyErr_SetString(PyExc_ValueError, "ThreadSlot was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+#define SMALL_ARGS 16
+
+/* emit(kind_id, *args): one timed event with integer arguments. */
+static PyObject *
+Slot_emit(Slot *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "emit() needs an event kind id");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(args[0]);
+    if (kind == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (kind <= 0 || kind >= 64) {
+        PyErr_Format(PyExc_ValueError, "event kind id %ld is not in 1..63", kind);
+        return NULL;
+    }
+    uint64_t small_values[SMALL_ARGS];
+    unsigned char small_record[1 + MAX_VARINT + SMALL_ARGS * MAX_VARINT];
+    uint64_t *values = small_values;
+    unsigned char *record = small_record;
+    if (nargs > SMALL_ARGS) {
+        values = PyMem_Malloc(sizeof(uint64_t) * (size_t)nargs);
+        record = PyMem_Malloc((size_t)(1 + MAX_VARINT + nargs * MAX_VARINT));
+        if (values == NULL || record == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        if (as_u64(args[i], &values[i]) < 0) {
+            goto fail;
+        }
+    }
+    uint64_t now;
+    if (slot_time(self, &now) < 0) {
+        goto fail;
+    }
+    values[0] = slot_delta(self, now);
+    Py_ssize_t n = put_record(record, (int)kind, values, nargs);
+    int rc = slot_append(self, record, n);
+    if (values != small_values) {
+        PyMem_Free(values);
+        PyMem_Free(record);
+    }
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    if (values != small_values) {
+        PyMem_Free(values);
+        PyMem_Free(record);
+    }
+    return NULL;
+}
+
+/* emit_small(prefix, value): prefix bytes, tick delta, then value (unless -1). */
+static PyObject *
+Slot_emit_small(Slot *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "emit_small(prefix: bytes, value: int)");
+        return NULL;
+    }
+    Py_ssize_t plen = PyBytes_GET_SIZE(args[0]);
+    if (plen > 8) {
+        PyErr_SetString(PyExc_ValueError, "emit_small: prefix longer than 8 bytes");
+        return NULL;
+    }
+    long long value = PyLong_AsLongLong(args[1]);
+    uint64_t uvalue = 0;
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        if (as_u64(args[1], &uvalue) < 0) {
+            return NULL;
+        }
+        value = 0;  /* >= 0: has a value */
+    }
+    else if (value < -1) {
+        PyErr_Format(PyExc_ValueError, "uvarint cannot encode negative value %lld", value);
+        return NULL;
+    }
+    else if (value >= 0) {
+        uvalue = (uint64_t)value;
+    }
+    uint64_t now;
+    if (slot_time(self, &now) < 0) {
+        return NULL;
+    }
+    unsigned char record[8 + 2 * MAX_VARINT];
+    memcpy(record, PyBytes_AS_STRING(args[0]), (size_t)plen);
+    Py_ssize_t n = plen + put_uvarint(record + plen, slot_delta(self, now));
+    if (value >= 0) {
+        n += put_uvarint(record + n, uvalue);
+    }
+    if (slot_append(self, record, n) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Slot_flush(Slot *self, PyObject *unused)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (slot_flush_impl(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The id a table maps `key` to, defining it on first use: the thread whose
+ * setdefault wins takes the fresh id from `counter`.  Returns a new
+ * reference, and sets *defined when this call won (the caller then writes
+ * the definition record). */
+static PyObject *
+intern_id(PyObject *table, PyObject *counter, PyObject *key, int *defined)
+{
+    *defined = 0;
+    PyObject *id = PyDict_GetItemWithError(table, key);
+    if (id != NULL) {
+        return Py_NewRef(id);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *fresh = PyIter_Next(counter);
+    if (fresh == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "id counter exhausted");
+        }
+        return NULL;
+    }
+    id = PyDict_SetDefault(table, key, fresh);
+    if (id == NULL) {
+        Py_DECREF(fresh);
+        return NULL;
+    }
+    *defined = id == fresh;
+    Py_INCREF(id);
+    Py_DECREF(fresh);
+    return id;
+}
+
+/* Append a length-prefixed record: type byte, payload length, payload. */
+static int
+slot_append_prefixed(Slot *s, int kind, const unsigned char *payload, Py_ssize_t len)
+{
+    unsigned char head[1 + MAX_VARINT];
+    head[0] = (unsigned char)(kind | LENGTH_PREFIXED << 6);
+    Py_ssize_t h = 1 + put_uvarint(head + 1, (uint64_t)len);
+    unsigned char *record = PyMem_Malloc((size_t)(h + len));
+    if (record == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(record, head, (size_t)h);
+    memcpy(record + h, payload, (size_t)len);
+    int rc = slot_append(s, record, h + len);
+    PyMem_Free(record);
+    return rc;
+}
+
+static PyObject *
+slot_string_id(Slot *s, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "string_id() needs a str, not %.100s",
+                     Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    int defined;
+    PyObject *id = intern_id(s->strings, s->string_ids, text, &defined);
+    if (id == NULL || !defined) {
+        return id;
+    }
+    uint64_t sid;
+    PyObject *utf8 = NULL;
+    unsigned char *payload = NULL;
+    if (as_u64(id, &sid) < 0 || inject(AT_STRING) < 0) {
+        goto fail;
+    }
+    utf8 = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (utf8 == NULL) {
+        goto fail;
+    }
+    Py_ssize_t len = PyBytes_GET_SIZE(utf8);
+    payload = PyMem_Malloc((size_t)(MAX_VARINT + len));
+    if (payload == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_ssize_t n = put_uvarint(payload, sid);
+    memcpy(payload + n, PyBytes_AS_STRING(utf8), (size_t)len);
+    if (slot_append_prefixed(s, EV_STRING, payload, n + len) < 0) {
+        goto fail;
+    }
+    PyMem_Free(payload);
+    Py_DECREF(utf8);
+    return id;
+fail:
+    PyMem_Free(payload);
+    Py_XDECREF(utf8);
+    Py_DECREF(id);
+    return NULL;
+}
+
+static PyObject *
+Slot_string_id(Slot *self, PyObject *text)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    return slot_string_id(self, text);
+}
+
+static PyObject *
+slot_func_id(Slot *s, PyObject *key, PyObject *name, PyObject *filename, PyObject *line)
+{
+    PyObject *id = PyDict_GetItemWithError(s->funcs, key);
+    if (id != NULL) {
+        return Py_NewRef(id);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    uint64_t values[4];
+    PyObject *name_id = slot_string_id(s, name);
+    if (name_id == NULL) {
+        return NULL;
+    }
+    int bad = as_u64(name_id, &values[1]);
+    Py_DECREF(name_id);
+    if (bad) {
+        return NULL;
+    }
+    PyObject *file_id = slot_string_id(s, filename);
+    if (file_id == NULL) {
+        return NULL;
+    }
+    bad = as_u64(file_id, &values[2]);
+    Py_DECREF(file_id);
+    if (bad || as_u64(line, &values[3]) < 0) {
+        return NULL;
+    }
+    int defined;
+    id = intern_id(s->funcs, s->func_ids, key, &defined);
+    if (id == NULL || !defined) {
+        return id;
+    }
+    unsigned char record[1 + MAX_VARINT + 4 * MAX_VARINT];
+    if (as_u64(id, &values[0]) < 0 || inject(AT_FUNC) < 0) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    Py_ssize_t n = put_record(record, EV_FUNC, values, 4);
+    if (slot_append(s, record, n) < 0) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    return id;
+}
+
+static PyObject *
+Slot_func_id(Slot *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "func_id(key, name, filename, line)");
+        return NULL;
+    }
+    return slot_func_id(self, args[0], args[1], args[2], args[3]);
+}
+
+/* The Stack record's payload: id, frame count, then (func id, line) pairs. */
+static unsigned char *
+stack_payload(uint64_t kid, PyObject *frames, Py_ssize_t *len)
+{
+    PyObject *seq = PySequence_Fast(frames, "a stack must be a sequence of (func_id, line)");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    unsigned char *payload = PyMem_Malloc((size_t)(2 + 2 * count) * MAX_VARINT);
+    if (payload == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t n = put_uvarint(payload, kid);
+    n += put_uvarint(payload + n, (uint64_t)count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *frame = PySequence_Fast_GET_ITEM(seq, i);
+        uint64_t fid, line;
+        if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) != 2) {
+            PyErr_SetString(PyExc_ValueError, "a stack frame must be a (func_id, line) tuple");
+            goto fail;
+        }
+        if (as_u64(PyTuple_GET_ITEM(frame, 0), &fid) < 0
+            || as_u64(PyTuple_GET_ITEM(frame, 1), &line) < 0) {
+            goto fail;
+        }
+        n += put_uvarint(payload + n, fid);
+        n += put_uvarint(payload + n, line);
+    }
+    Py_DECREF(seq);
+    *len = n;
+    return payload;
+fail:
+    Py_DECREF(seq);
+    PyMem_Free(payload);
+    return NULL;
+}
+
+static PyObject *
+slot_stack_id(Slot *s, PyObject *frames)
+{
+    Py_ssize_t size = PyObject_Length(frames);
+    if (size < 0) {
+        return NULL;
+    }
+    if (size == 0) {
+        return PyLong_FromLong(0);
+    }
+    int defined;
+    PyObject *id = intern_id(s->stacks, s->stack_ids, frames, &defined);
+    if (id == NULL || !defined) {
+        return id;
+    }
+    uint64_t kid;
+    if (as_u64(id, &kid) < 0 || inject(AT_STACK) < 0) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    Py_ssize_t len;
+    unsigned char *payload = stack_payload(kid, frames, &len);
+    if (payload == NULL) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    int rc = slot_append_prefixed(s, EV_STACK, payload, len);
+    PyMem_Free(payload);
+    if (rc < 0) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    return id;
+}
+
+static PyObject *
+Slot_stack_id(Slot *self, PyObject *frames)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    return slot_stack_id(self, frames);
+}
+
+static PyObject *
+Slot_get_buf(Slot *self, void *closure)
+{
+    if (self->buf == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef((PyObject *)self->buf);
+}
+
+/* ``slot.buf += data`` (pytrace/hooks/calls.py) appends in place and then
+ * stores the same bytearray back; storing another bytearray replaces the
+ * live buffer, as on the Python slot. */
+static int
+Slot_set_buf(Slot *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyByteArray_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "ThreadSlot.buf must be a bytearray");
+        return -1;
+    }
+    PyObject *old = (PyObject *)self->buf;
+    self->buf = (PyByteArrayObject *)Py_NewRef(value);
+    Py_XDECREF(old);
+    return 0;
+}
+
+static PyObject *
+Slot_get_flushing(Slot *self, void *closure)
+{
+    return PyBool_FromLong(self->flushing);
+}
+
+static PyMethodDef Slot_methods[] = {
+    {"emit", (PyCFunction)(void (*)(void))Slot_emit, METH_FASTCALL,
+     "emit(kind_id, *args): one timed event with already-resolved integer arguments."},
+    {"emit_small", (PyCFunction)(void (*)(void))Slot_emit_small, METH_FASTCALL,
+     "emit_small(prefix, value): a timed event with at most one argument (-1: none)."},
+    {"flush", (PyCFunction)Slot_flush, METH_NOARGS,
+     "Hand the live batch to the writer and start the next one."},
+    {"string_id", (PyCFunction)Slot_string_id, METH_O, "Id of a string, defined on first use."},
+    {"func_id", (PyCFunction)(void (*)(void))Slot_func_id, METH_FASTCALL,
+     "func_id(key, name, filename, line): id of a function, defined on first use."},
+    {"stack_id", (PyCFunction)Slot_stack_id, METH_O,
+     "Id of a stack of (func_id, line) frames, innermost first; 0 for none."},
+    {NULL},
+};
+
+static PyMemberDef Slot_members[] = {
+    {"tid", T_OBJECT, offsetof(Slot, tid_obj), READONLY, NULL},
+    {"count", T_PYSSIZET, offsetof(Slot, count), 0, NULL},
+    {"last", T_ULONGLONG, offsetof(Slot, last), 0, NULL},
+    {"seq", T_ULONGLONG, offsetof(Slot, seq), READONLY, NULL},
+    {"limit", T_PYSSIZET, offsetof(Slot, limit), READONLY, NULL},
+    {"writer", T_OBJECT, offsetof(Slot, writer), READONLY, NULL},
+    {"tables", T_OBJECT, offsetof(Slot, tables), READONLY, NULL},
+    {"clock", T_OBJECT, offsetof(Slot, clock), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Slot_getset[] = {
+    {"buf", (getter)Slot_get_buf, (setter)Slot_set_buf, "The live batch (a bytearray starting with its header).",
+     NULL},
+    {"flushing", (getter)Slot_get_flushing, NULL, "True while a flush is running.", NULL},
+    {NULL},
+};
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pytrace._core.ThreadSlot",
+    .tp_doc = "One thread's buffer, and the only way to write into it (the C core).",
+    .tp_basicsize = sizeof(Slot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Slot_init,
+    .tp_dealloc = (destructor)Slot_dealloc,
+    .tp_traverse = (traverseproc)Slot_traverse,
+    .tp_clear = (inquiry)Slot_clear,
+    .tp_methods = Slot_methods,
+    .tp_members = Slot_members,
+    .tp_getset = Slot_getset,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Call events: the hot paths of the call backends                          */
+/* ------------------------------------------------------------------------ */
+
+/* pytrace/hooks/monitoring_c.py and setprofile_c.py drive a Calls object:
+ * they do everything that happens once (claiming the tool id, deciding
+ * whether a code object is traced, a thread's OpenFrames, C function
+ * names), and it does what happens on every event, with the semantics of
+ * the Python backends (pytrace/hooks/calls.py, monitoring.py,
+ * setprofile.py): per thread a depth counting the frames open on the
+ * recorded stack, pushes deeper than max_depth counted but not recorded,
+ * pops never outnumbering pushes, C returns matched to their recorded call.
+ *
+ * Cold paths call back into the Python driver ("glue") by name:
+ *   c_decide(code, frame) -> int    function id, or 0 if not traced
+ *   c_lookup(code) -> int or None   the same if already decided, else None
+ *   c_open_thread(frame) -> (slot, depth)
+ *   c_first_start(code) -> int      offset of a generator's first RESUME, -1 if none
+ *   c_exits(code) -> dict           setprofile: f_lasti -> False return / True yield
+ *   c_function_id(slot, func) -> int
+ *   c_fail(exc)                     an internal error: stop tracing
+ *
+ * Per-thread state lives in C: each thread finds its own through a
+ * thread-local pointer tagged with the Calls object's generation number, so
+ * a pointer left by an earlier (freed) Calls object is never followed.
+ * The states themselves belong to the Calls object and die with it. */
+
+enum { K_ENTER, K_EXIT, K_UNWIND, K_YIELD, K_RESUME, K_C_ENTER, K_C_EXIT, K_COUNT };
+
+typedef struct {
+    PyObject *func;   /* strong; NULL for setprofile's frame markers */
+    PyObject *where;  /* strong: the calling code (monitoring) or frame (setprofile) */
+    int offset;
+} OpenCCall;
+
+typedef struct CallState {
+    struct CallState *next;
+    PyObject *slot;           /* strong; None for a muted thread */
+    int c_slot;               /* slot is a _core.ThreadSlot */
+    int muted;                /* one of pytrace's own threads: nothing is recorded */
+    Py_ssize_t depth;
+    OpenCCall *c_calls;
+    Py_ssize_t n_c_calls, cap_c_calls;
+    PyObject *thrown;         /* strong: setprofile's generator frame just thrown into */
+} CallState;
+
+typedef struct {
+    int lasti;
+    int kind;                 /* K_EXIT or K_YIELD */
+} ExitPosition;
+
+typedef struct {
+    PyObject *code;           /* strong; the key */
+    int traced;
+    uint64_t fid;
+    unsigned char fid_bytes[MAX_VARINT];
+    int fid_len;
+    int first_start;          /* -2: not known yet; -1: never suspends */
+    int exits_known;
+    int n_exits;
+    ExitPosition *exits;
+} CodeEntry;
+
+/* A C function's id.  Keyed by the function object itself (module
+ * functions, method descriptors: long-lived), or for bound builtin methods
+ * (made afresh for each call) by their method definition, with the class
+ * they belong to: the same (class, name) key as CFunctions.func_id. */
+typedef struct FuncEntry {
+    PyObject *key;            /* strong; or the PyMethodDef (not an object) */
+    PyObject *cls;            /* strong, bound methods only */
+    struct FuncEntry *next;   /* the same method definition, another class */
+    unsigned char fid_bytes[MAX_VARINT];
+    int fid_len;
+    uint64_t fid;
+} FuncEntry;
+
+/* Open-addressing tables keyed by object address (the tables hold a
+ * reference, so an address cannot be reused while it is a key). */
+typedef struct {
+    void **items;
+    Py_ssize_t size, used;    /* size: power of two */
+} PtrTable;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *glue;
+    PyObject *by_ident;       /* the session's slots.by_ident */
+    PyObject *disable;        /* sys.monitoring.DISABLE, or None */
+    PyObject *missing;        /* sys.monitoring.MISSING, or None */
+    Py_ssize_t max_depth;
+    int c_calls;
+    int stopped;              /* setprofile: set by stop() */
+    uint64_t generation;
+    unsigned char prefix[K_COUNT];
+    PtrTable codes;           /* of CodeEntry*, keyed by code */
+    PtrTable funcs;           /* of FuncEntry*, keyed by C function */
+    PtrTable methods;         /* of FuncEntry* chains, keyed by PyMethodDef */
+    CallState *states;
+} Calls;
+
+static uint64_t calls_generations = 0;
+/* One thread-local variable, in the initial-exec model where the compiler
+ * has it: a plain %fs-relative load instead of a __tls_get_addr call per
+ * event (the extension is loaded after start-up, which glibc's surplus of
+ * static TLS space allows for a few bytes). */
+#if defined(__GNUC__) && defined(__linux__)
+#define TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define TLS_MODEL
+#endif
+typedef struct {
+    uint64_t generation;
+    CallState *state;
+} ThreadCalls;
+static _Thread_local ThreadCalls tls_calls TLS_MODEL = {0, NULL};
+
+static PyObject *str_decide, *str_lookup, *str_open_thread, *str_first_start, *str_exits,
+    *str_c_function, *str_fail;
+
+static inline size_t
+ptr_hash(const void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+    v ^= v >> 17;
+    return (size_t)(v * 0x9E3779B97F4A7C15ull);
+}
+
+/* The item keyed by `key`; each item's first field is its key. */
+static inline void *
+table_get(PtrTable *t, PyObject *key)
+{
+    if (t->size == 0) {
+        return NULL;
+    }
+    size_t mask = (size_t)t->size - 1;
+    for (size_t i = ptr_hash(key) & mask;; i = (i + 1) & mask) {
+        void *item = t->items[i];
+        if (item == NULL) {
+            return NULL;
+        }
+        if (*(PyObject **)item == key) {
+            return item;
+        }
+    }
+}
+
+static int
+table_put(PtrTable *t, void *item)
+{
+    if ((t->used + 1) * 2 > t->size) {
+        Py_ssize_t size = t->size ? t->size * 2 : 64;
+        void **items = PyMem_Calloc((size_t)size, sizeof(void *));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < t->size; j++) {
+            void *old = t->items[j];
+            if (old != NULL) {
+                size_t mask = (size_t)size - 1, i = ptr_hash(*(PyObject **)old) & mask;
+                while (items[i] != NULL) {
+                    i = (i + 1) & mask;
+                }
+                items[i] = old;
+            }
+        }
+        PyMem_Free(t->items);
+        t->items = items;
+        t->size = size;
+    }
+    size_t mask = (size_t)t->size - 1, i = ptr_hash(*(PyObject **)item) & mask;
+    while (t->items[i] != NULL) {
+        i = (i + 1) & mask;
+    }
+    t->items[i] = item;
+    t->used++;
+    return 0;
+}
+
+static void
+code_entry_free(CodeEntry *e)
+{
+    Py_XDECREF(e->code);
+    PyMem_Free(e->exits);
+    PyMem_Free(e);
+}
+
+static void
+func_entry_free(FuncEntry *e)
+{
+    Py_XDECREF(e->key);
+    PyMem_Free(e);
+}
+
+static void
+method_entry_free(FuncEntry *e)
+{
+    while (e != NULL) {
+        FuncEntry *next = e->next;
+        Py_XDECREF(e->cls);
+        PyMem_Free(e);
+        e = next;
+    }
+}
+
+static void
+table_clear(PtrTable *t, void (*free_item)(void *))
+{
+    for (Py_ssize_t i = 0; i < t->size; i++) {
+        if (t->items[i] != NULL) {
+            free_item(t->items[i]);
+        }
+    }
+    PyMem_Free(t->items);
+    t->items = NULL;
+    t->size = t->used = 0;
+}
+
+static void
+state_free(CallState *st)
+{
+    Py_XDECREF(st->slot);
+    for (Py_ssize_t i = 0; i < st->n_c_calls; i++) {
+        Py_XDECREF(st->c_calls[i].func);
+        Py_XDECREF(st->c_calls[i].where);
+    }
+    PyMem_Free(st->c_calls);
+    Py_XDECREF(st->thrown);
+    PyMem_Free(st);
+}
+
+/* An internal error inside a callback: an Exception goes to glue.fail (which
+ * stops tracing with one warning) and the program never sees it; anything
+ * else (KeyboardInterrupt, SystemExit) propagates, as from the Python
+ * backends.  Returns 0 if the error was handled. */
+static int
+calls_fail(Calls *self)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_fail, value ? value : Py_None, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyErr_WriteUnraisable(self->glue);
+    }
+    Py_XDECREF(r);
+    return 0;
+}
+
+/* Write one call event: prefix, tick delta, then the encoded argument. */
+static int
+calls_write(Calls *self, CallState *st, int kind, const unsigned char *arg, int arg_len,
+            uint64_t arg_value)
+{
+    if (st->c_slot) {
+        Slot *s = (Slot *)st->slot;
+        uint64_t now;
+        if (slot_time(s, &now) < 0) {
+            return -1;
+        }
+        unsigned char record[SMALL_RECORD];
+        record[0] = self->prefix[kind];
+        Py_ssize_t n = 1 + put_uvarint(record + 1, slot_delta(s, now));
+        if (arg_len) {
+            memcpy(record + n, arg, MAX_VARINT);  /* arg is a MAX_VARINT array */
+            n += arg_len;
+        }
+        if (bytes_append_small(s->buf, record, n) < 0) {
+            return -1;
+        }
+        s->count++;
+        return Py_SIZE(s->buf) >= s->limit ? slot_flush_impl(s) : 0;
+    }
+    /* A slot of the Python core (a thread given one directly): its own method. */
+    PyObject *prefix = PyBytes_FromStringAndSize((const char *)&self->prefix[kind], 1);
+    PyObject *value = arg_len ? PyLong_FromUnsignedLongLong(arg_value) : PyLong_FromLong(-1);
+    PyObject *r = NULL;
+    if (prefix != NULL && value != NULL) {
+        r = PyObject_CallMethod(st->slot, "emit_small", "OO", prefix, value);
+    }
+    Py_XDECREF(prefix);
+    Py_XDECREF(value);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* The calling thread's state for this Calls object, or NULL. */
+static inline CallState *
+calls_state(Calls *self)
+{
+    return tls_calls.generation == self->generation ? tls_calls.state : NULL;
+}
+
+/* A new state for the calling thread: its slot and its open frames from
+ * `frame` outwards (OpenFrames), from the glue. */
+static CallState *
+calls_open_thread(Calls *self, PyObject *frame)
+{
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_open_thread,
+                                             frame ? frame : Py_None, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_ssize_t depth;
+    PyObject *slot;
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2
+        || (depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 1))) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "open_thread() must return (slot, depth)");
+        }
+        Py_DECREF(r);
+        return NULL;
+    }
+    slot = PyTuple_GET_ITEM(r, 0);
+    CallState *st = PyMem_Calloc(1, sizeof(CallState));
+    if (st == NULL) {
+        Py_DECREF(r);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    st->slot = Py_NewRef(slot);
+    st->c_slot = Py_IS_TYPE(slot, &SlotType);
+    st->muted = slot == Py_None;
+    st->depth = depth;
+    Py_DECREF(r);
+    st->next = self->states;
+    self->states = st;
+    tls_calls.generation = self->generation;
+    tls_calls.state = st;
+    return st;
+}
+
+/* Has the calling thread's slot changed (a new thread reusing a finished
+ * one's ident, or a slot bound to a reserved tid)?  Asked only at depth 0. */
+static int
+calls_slot_changed(Calls *self, CallState *st)
+{
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL) {
+        return -1;
+    }
+    PyObject *slot = PyDict_GetItemWithError(self->by_ident, ident);
+    Py_DECREF(ident);
+    if (slot == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return slot != st->slot;
+}
+
+static CodeEntry *
+calls_new_entry(Calls *self, PyObject *code, uint64_t fid)
+{
+    CodeEntry *e = PyMem_Calloc(1, sizeof(CodeEntry));
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    e->code = Py_NewRef(code);
+    e->traced = fid != 0;
+    e->fid = fid;
+    e->fid_len = (int)put_uvarint(e->fid_bytes, fid);
+    e->first_start = -2;
+    if (table_put(&self->codes, e) < 0) {
+        code_entry_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* The entry of `code`, deciding about it (glue.decide) on first sight. */
+static CodeEntry *
+calls_entry(Calls *self, PyObject *code, PyObject *frame)
+{
+    CodeEntry *e = table_get(&self->codes, code);
+    if (e != NULL) {
+        return e;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_decide, code,
+                                             frame ? frame : Py_None, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    uint64_t fid;
+    int bad = as_u64(r, &fid);
+    Py_DECREF(r);
+    if (bad) {
+        return NULL;
+    }
+    /* The glue may have run code that decided it meanwhile. */
+    e = table_get(&self->codes, code);
+    return e != NULL ? e : calls_new_entry(self, code, fid);
+}
+
+/* The entry of `code` if it has been decided (by C or by the glue, e.g.
+ * while it wrote a thread's OpenFrames), else NULL with no error set. */
+static CodeEntry *
+calls_decided_entry(Calls *self, PyObject *code)
+{
+    CodeEntry *e = table_get(&self->codes, code);
+    if (e != NULL) {
+        return e;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_lookup, code, NULL);
+    if (r == NULL || r == Py_None) {
+        Py_XDECREF(r);
+        return NULL;
+    }
+    uint64_t fid;
+    int bad = as_u64(r, &fid);
+    Py_DECREF(r);
+    if (bad) {
+        return NULL;
+    }
+    e = table_get(&self->codes, code);
+    return e != NULL ? e : calls_new_entry(self, code, fid);
+}
+
+static int
+calls_first_start(Calls *self, CodeEntry *e)
+{
+    if (e->first_start == -2) {
+        PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_first_start, e->code, NULL);
+        if (r == NULL) {
+            return -2;
+        }
+        long v = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (v == -1 && PyErr_Occurred()) {
+            return -2;
+        }
+        e->first_start = (int)v;
+    }
+    return e->first_start;
+}
+
+/* A push (CallEnter, GenResume): depth + 1, recorded unless too deep. */
+static inline int
+calls_push(Calls *self, CallState *st, int kind, CodeEntry *e)
+{
+    Py_ssize_t depth = ++st->depth;
+    if (depth > self->max_depth) {
+        return 0;
+    }
+    return calls_write(self, st, kind, e->fid_bytes, e->fid_len, e->fid);
+}
+
+/* A pop: never below zero; recorded unless it closes a too-deep push. */
+static inline int
+calls_pop(Calls *self, CallState *st, int kind)
+{
+    Py_ssize_t depth = st->depth;
+    if (!depth) {
+        return 0;
+    }
+    st->depth = depth - 1;
+    if (depth > self->max_depth) {
+        return 0;
+    }
+    return calls_write(self, st, kind, NULL, 0, 0);
+}
+
+static int
+calls_c_calls_push(CallState *st, PyObject *func, PyObject *where, int offset)
+{
+    if (st->n_c_calls == st->cap_c_calls) {
+        Py_ssize_t cap = st->cap_c_calls ? st->cap_c_calls * 2 : 16;
+        OpenCCall *grown = PyMem_Realloc(st->c_calls, sizeof(OpenCCall) * (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        st->c_calls = grown;
+        st->cap_c_calls = cap;
+    }
+    OpenCCall *c = &st->c_calls[st->n_c_calls++];
+    c->func = Py_XNewRef(func);
+    c->where = Py_NewRef(where);
+    c->offset = offset;
+    return 0;
+}
+
+/* Pop the innermost open C call if it is (func, where, offset); 1 if it was. */
+static int
+calls_c_calls_pop(CallState *st, PyObject *func, PyObject *where, int offset)
+{
+    if (st->n_c_calls == 0) {
+        return 0;
+    }
+    OpenCCall *c = &st->c_calls[st->n_c_calls - 1];
+    if (c->func != func || c->where != where || c->offset != offset) {
+        return 0;
+    }
+    st->n_c_calls--;
+    Py_XDECREF(c->func);
+    Py_DECREF(c->where);
+    return 1;
+}
+
+/* The class a bound builtin method belongs to (NULL: not one), as
+ * CFunctions.func_id: its self if that is a class (a classmethod), else
+ * the type of its self.  Module functions have the module as self. */
+static PyObject *
+bound_method_class(PyObject *func)
+{
+    if (!PyCFunction_Check(func)) {
+        return NULL;
+    }
+    PyObject *owner = ((PyCFunctionObject *)func)->m_self;
+    if (owner == NULL || PyModule_Check(owner)) {
+        return NULL;
+    }
+    return PyType_Check(owner) ? owner : (PyObject *)Py_TYPE(owner);
+}
+
+/* The cached id entry of `func` (`cls`, `ml`: see bound_method_class). */
+static FuncEntry *
+c_function_entry(Calls *self, PyObject *func, PyObject *cls, PyObject *ml)
+{
+    if (cls == NULL) {
+        return table_get(&self->funcs, func);
+    }
+    for (FuncEntry *e = table_get(&self->methods, ml); e != NULL; e = e->next) {
+        if (e->cls == cls) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static int
+c_function_cache(Calls *self, PyObject *func, PyObject *cls, PyObject *ml, uint64_t fid)
+{
+    FuncEntry *f = PyMem_Calloc(1, sizeof(FuncEntry));
+    if (f == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    f->fid = fid;
+    f->fid_len = (int)put_uvarint(f->fid_bytes, fid);
+    if (cls == NULL) {
+        f->key = Py_NewRef(func);
+        if (table_put(&self->funcs, f) < 0) {
+            func_entry_free(f);
+            return -1;
+        }
+        return 0;
+    }
+    f->key = ml;  /* not an object: method_entry_free leaves it alone */
+    f->cls = Py_NewRef(cls);
+    FuncEntry *chain = table_get(&self->methods, ml);
+    if (chain != NULL) {  /* the same method of another class */
+        f->next = chain->next;
+        chain->next = f;
+        return 0;
+    }
+    if (table_put(&self->methods, f) < 0) {
+        method_entry_free(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* CCallEnter for `func`, its id cached here after the first time (the
+ * glue's CFunctions.func_id names it). */
+static int
+calls_c_enter(Calls *self, CallState *st, PyObject *func)
+{
+    if (++st->depth > self->max_depth) {
+        return 0;
+    }
+    PyObject *cls = bound_method_class(func);
+    PyObject *ml = cls ? (PyObject *)((PyCFunctionObject *)func)->m_ml : NULL;
+    FuncEntry *f = c_function_entry(self, func, cls, ml);
+    if (f != NULL) {
+        return calls_write(self, st, K_C_ENTER, f->fid_bytes, f->fid_len, f->fid);
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_c_function, st->slot, func, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    uint64_t fid;
+    int bad = as_u64(r, &fid);
+    Py_DECREF(r);
+    /* The glue ran Python code, which may have cached it meanwhile. */
+    if (bad || (c_function_entry(self, func, cls, ml) == NULL
+                && c_function_cache(self, func, cls, ml, fid) < 0)) {
+        return -1;
+    }
+    unsigned char bytes[MAX_VARINT];
+    int len = (int)put_uvarint(bytes, fid);
+    return calls_write(self, st, K_C_ENTER, bytes, len, fid);
+}
+
+static int
+calls_c_exit(Calls *self, CallState *st)
+{
+    return calls_pop(self, st, K_C_EXIT);
+}
+
+/* -- sys.monitoring callbacks (3.12+) ---------------------------------------- */
+
+/* The frame that fired the event (a C callback has no frame of its own). */
+static PyObject *
+event_frame(void)
+{
+    return (PyObject *)PyEval_GetFrame();  /* borrowed */
+}
+
+/* The back frame of `frame` as a new reference (None at the bottom). */
+static PyObject *
+back_frame(PyObject *frame)
+{
+    if (frame == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    PyFrameObject *back = PyFrame_GetBack((PyFrameObject *)frame);
+    return back ? (PyObject *)back : Py_NewRef(Py_None);
+}
+
+/* PY_START / PY_RESUME (and PY_THROW's push): as monitoring.py's on_push. */
+static PyObject *
+calls_on_push(Calls *self, PyObject *code, int kind)
+{
+    CodeEntry *e = table_get(&self->codes, code);
+    if (e == NULL) {
+        e = calls_entry(self, code, event_frame());
+        if (e == NULL) {
+            goto error;
+        }
+    }
+    if (!e->traced) {
+        return Py_NewRef(self->disable);
+    }
+    CallState *st = calls_state(self);
+    if (st != NULL && st->muted) {
+        Py_RETURN_NONE;
+    }
+    if (st == NULL || st->depth == 0) {
+        int changed = st == NULL ? 1 : calls_slot_changed(self, st);
+        if (changed < 0) {
+            goto error;
+        }
+        if (changed) {
+            PyObject *back = back_frame(event_frame());
+            st = calls_open_thread(self, back);
+            Py_DECREF(back);
+            if (st == NULL) {
+                goto error;
+            }
+        }
+    }
+    if (!st->muted && calls_push(self, st, kind, e) < 0) {
+        goto error;
+    }
+    Py_RETURN_NONE;
+error:
+    if (calls_fail(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* PY_RETURN / PY_YIELD (local) and PY_UNWIND (global): as on_pop. */
+static PyObject *
+calls_on_pop(Calls *self, PyObject *code, int kind, int global_event)
+{
+    if (global_event) {
+        CodeEntry *e = calls_decided_entry(self, code);
+        if (e == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            Py_RETURN_NONE;
+        }
+        if (!e->traced) {
+            Py_RETURN_NONE;
+        }
+    }
+    CallState *st = calls_state(self);
+    if (st == NULL) {
+        st = calls_open_thread(self, event_frame());
+        if (st == NULL) {
+            goto error;
+        }
+    }
+    if (!st->muted && calls_pop(self, st, kind) < 0) {
+        goto error;
+    }
+    Py_RETURN_NONE;
+error:
+    if (calls_fail(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+{
+    if (nargs < want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, want);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Calls_py_start(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 2, "py_start") < 0) {
+        return NULL;
+    }
+    return calls_on_push(self, args[0], K_ENTER);
+}
+
+static PyObject *
+Calls_py_resume(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 2, "py_resume") < 0) {
+        return NULL;
+    }
+    return calls_on_push(self, args[0], K_RESUME);
+}
+
+static PyObject *
+Calls_py_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "py_return") < 0) {
+        return NULL;
+    }
+    return calls_on_pop(self, args[0], K_EXIT, 0);
+}
+
+static PyObject *
+Calls_py_yield(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "py_yield") < 0) {
+        return NULL;
+    }
+    return calls_on_pop(self, args[0], K_YIELD, 0);
+}
+
+static PyObject *
+Calls_py_unwind(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "py_unwind") < 0) {
+        return NULL;
+    }
+    return calls_on_pop(self, args[0], K_UNWIND, 1);
+}
+
+/* PY_THROW: throw()/close() resumes a generator, or starts it if it never
+ * ran.  Only decided, traced code is pushed (monitoring.py's _throw). */
+static PyObject *
+Calls_py_throw(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "py_throw") < 0) {
+        return NULL;
+    }
+    CodeEntry *e = calls_decided_entry(self, args[0]);
+    if (e == NULL && PyErr_Occurred()) {
+        if (calls_fail(self) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (e == NULL || !e->traced) {
+        Py_RETURN_NONE;
+    }
+    long offset = PyLong_AsLong(args[1]);
+    int start = calls_first_start(self, e);
+    if ((offset == -1 && PyErr_Occurred()) || start == -2) {
+        if (calls_fail(self) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *r = calls_on_push(self, args[0], offset <= start ? K_ENTER : K_RESUME);
+    if (r == self->disable) {  /* cannot DISABLE a PY_THROW */
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    return r;
+}
+
+/* Is `func` a C function in the interpreter profiler's sense: a builtin
+ * function or bound builtin method, or a method descriptor called with its
+ * self (monitoring.py's is_c_function). */
+static inline int
+is_c_function(Calls *self, PyObject *func, PyObject *arg0)
+{
+    if (PyCFunction_Check(func)) {
+        return 1;
+    }
+    if (Py_IS_TYPE(func, &PyMethodDescr_Type)) {
+        return arg0 != self->missing;
+    }
+    return 0;
+}
+
+static PyObject *
+Calls_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 4, "call") < 0) {
+        return NULL;
+    }
+    PyObject *code = args[0], *func = args[2];
+    if (!is_c_function(self, func, args[3])) {
+        Py_RETURN_NONE;
+    }
+    int offset = (int)PyLong_AsLong(args[1]);
+    CallState *st = calls_state(self);
+    if (st == NULL) {
+        st = calls_open_thread(self, event_frame());
+        if (st == NULL) {
+            goto error;
+        }
+    }
+    if (st->muted) {
+        Py_RETURN_NONE;
+    }
+    if (calls_c_calls_push(st, func, code, offset) < 0 || calls_c_enter(self, st, func) < 0) {
+        goto error;
+    }
+    Py_RETURN_NONE;
+error:
+    if (calls_fail(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Calls_c_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 4, "c_return") < 0) {
+        return NULL;
+    }
+    CallState *st = calls_state(self);
+    if (st == NULL || st->muted) {
+        Py_RETURN_NONE;
+    }
+    int offset = (int)PyLong_AsLong(args[1]);
+    if (!calls_c_calls_pop(st, args[2], args[0], offset)) {
+        Py_RETURN_NONE;
+    }
+    if (calls_c_exit(self, st) < 0 && calls_fail(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The calling thread's state now (OpenFrames from `frame`), as the
+ * monitoring backend's start() takes it before events flow. */
+static PyObject *
+Calls_begin_thread(Calls *self, PyObject *frame)
+{
+    if (calls_open_thread(self, frame == Py_None ? NULL : frame) == NULL) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- the profile function (sys.setprofile's C level) ------------------------- */
+
+static int
+calls_exit_kind(Calls *self, CodeEntry *e, int lasti)
+{
+    if (!e->exits_known) {
+        PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_exits, e->code, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        if (!PyDict_Check(r)) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "exits() must return a dict");
+            return -1;
+        }
+        Py_ssize_t n = PyDict_GET_SIZE(r), pos = 0, i = 0;
+        ExitPosition *exits = PyMem_Calloc((size_t)(n ? n : 1), sizeof(ExitPosition));
+        if (exits == NULL) {
+            Py_DECREF(r);
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyObject *key, *value;
+        while (PyDict_Next(r, &pos, &key, &value)) {
+            exits[i].lasti = (int)PyLong_AsLong(key);
+            exits[i].kind = PyObject_IsTrue(value) ? K_YIELD : K_EXIT;
+            i++;
+        }
+        Py_DECREF(r);
+        if (PyErr_Occurred()) {
+            PyMem_Free(exits);
+            return -1;
+        }
+        e->exits = exits;
+        e->n_exits = (int)n;
+        e->exits_known = 1;
+    }
+    for (int i = 0; i < e->n_exits; i++) {
+        if (e->exits[i].lasti == lasti) {
+            return e->exits[i].kind;
+        }
+    }
+    return K_UNWIND;
+}
+
+static int
+profile_call(Calls *self, CallState *st, PyFrameObject *frame)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    CodeEntry *e = table_get(&self->codes, code);
+    if (e == NULL) {
+        e = calls_entry(self, code, (PyObject *)frame);
+    }
+    Py_DECREF(code);
+    if (e == NULL) {
+        return -1;
+    }
+    if (!e->traced) {
+        return 0;
+    }
+    int kind = K_ENTER;
+    int start = calls_first_start(self, e);
+    if (start == -2) {
+        return -1;
+    }
+    if (start >= 0 && PyFrame_GetLasti(frame) > start) {
+        kind = K_RESUME;
+#if PY_VERSION_HEX < 0x030D0000
+        /* Up to 3.12 a throw resumes at the YIELD_VALUE (setprofile.py). */
+        int at = calls_exit_kind(self, e, PyFrame_GetLasti(frame));
+        if (at < 0) {
+            return -1;
+        }
+        if (at == K_YIELD) {
+            Py_XSETREF(st->thrown, Py_NewRef((PyObject *)frame));
+        }
+#endif
+    }
+    return calls_push(self, st, kind, e);
+}
+
+static int
+profile_return(Calls *self, CallState *st, PyFrameObject *frame, PyObject *arg)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    CodeEntry *e = calls_decided_entry(self, code);
+    Py_DECREF(code);
+    if (e == NULL || !e->traced) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_ssize_t depth = st->depth;
+    if (!depth) {
+        return 0;
+    }
+    st->depth = depth - 1;
+    if (depth > self->max_depth) {
+        return 0;
+    }
+    int kind = calls_exit_kind(self, e, PyFrame_GetLasti(frame));
+    if (kind < 0) {
+        return -1;
+    }
+    if (st->thrown != NULL && st->thrown == (PyObject *)frame) {
+        Py_CLEAR(st->thrown);
+        /* No value: the profiler's 'return' for an exception (NULL in C). */
+        if (kind == K_YIELD && (arg == NULL || arg == Py_None)) {
+            kind = K_UNWIND;
+        }
+    }
+    return calls_write(self, st, kind, NULL, 0, 0);
+}
+
+static int
+profile_c_call(Calls *self, CallState *st, PyFrameObject *frame, PyObject *func)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    CodeEntry *e = calls_decided_entry(self, code);
+    Py_DECREF(code);
+    if (e == NULL || !e->traced) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (calls_c_calls_push(st, NULL, (PyObject *)frame, 0) < 0) {
+        return -1;
+    }
+    return calls_c_enter(self, st, func);
+}
+
+static int
+profile_c_return(Calls *self, CallState *st, PyFrameObject *frame)
+{
+    if (st->n_c_calls == 0 || st->c_calls[st->n_c_calls - 1].where != (PyObject *)frame) {
+        return 0;
+    }
+    calls_c_calls_pop(st, NULL, (PyObject *)frame, 0);
+    return calls_c_exit(self, st);
+}
+
+/* The C profile function: `obj` is the Calls object.  A thread's first
+ * event makes its state (OpenFrames from the frames open before it), as
+ * setprofile.py's bootstrap does.  Once the session stopped, a thread whose
+ * profile function could not be removed from outside (3.11 has no API for
+ * that) removes it at its next event. */
+static int
+calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    Calls *self = (Calls *)obj;
+    if (self->stopped) {
+        Py_INCREF(self);  /* removing the function drops the thread's reference */
+        PyEval_SetProfile(NULL, NULL);
+        Py_DECREF(self);
+        return 0;
+    }
+    CallState *st = calls_state(self);
+    if (st == NULL) {
+        PyObject *innermost_open =
+            what == PyTrace_CALL ? back_frame((PyObject *)frame) : Py_NewRef((PyObject *)frame);
+        st = calls_open_thread(self, innermost_open == Py_None ? NULL : innermost_open);
+        Py_DECREF(innermost_open);
+        if (st == NULL) {
+            return calls_fail(self);
+        }
+    }
+    if (st->muted) {
+        return 0;
+    }
+    int rc;
+    switch (what) {
+    case PyTrace_CALL:
+        rc = profile_call(self, st, frame);
+        break;
+    case PyTrace_RETURN:
+        rc = profile_return(self, st, frame, arg);
+        break;
+    case PyTrace_C_CALL:
+        rc = self->c_calls ? profile_c_call(self, st, frame, arg) : 0;
+        break;
+    case PyTrace_C_RETURN:
+    case PyTrace_C_EXCEPTION:
+        rc = self->c_calls ? profile_c_return(self, st, frame) : 0;
+        break;
+    default:
+        rc = 0;
+    }
+    if (rc < 0) {
+        return calls_fail(self);
+    }
+    return 0;
+}
+
+/* install_profile(frame, event, arg): from a thread's Python bootstrap
+ * profile function (threading.setprofile): install the C profile function
+ * in this thread and handle the event that reached the bootstrap. */
+static PyObject *
+Calls_install_profile(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "install_profile") < 0) {
+        return NULL;
+    }
+    PyObject *frame = args[0], *event = args[1], *arg = args[2];
+    if (!PyFrame_Check(frame) || !PyUnicode_Check(event)) {
+        PyErr_SetString(PyExc_TypeError, "install_profile(frame, event, arg)");
+        return NULL;
+    }
+    static const char *const names[] = {"call", "return", "c_call", "c_return", "c_exception"};
+    static const int whats[] = {PyTrace_CALL, PyTrace_RETURN, PyTrace_C_CALL, PyTrace_C_RETURN,
+                                PyTrace_C_EXCEPTION};
+    int what = -1;
+    for (int i = 0; i < 5; i++) {
+        if (PyUnicode_CompareWithASCIIString(event, names[i]) == 0) {
+            what = whats[i];
+        }
+    }
+    if (what < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown profile event %R", event);
+        return NULL;
+    }
+    PyEval_SetProfile(calls_profile, (PyObject *)self);
+    if (calls_profile((PyObject *)self, (PyFrameObject *)frame, what, arg) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* stop_profiling(): after the glue removed the profile functions it can,
+ * every thread still running this one removes it at its next event. */
+static PyObject *
+Calls_stop_profiling(Calls *self, PyObject *unused)
+{
+    self->stopped = 1;
+    Py_RETURN_NONE;
+}
+
+static int
+Calls_init(Calls *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"glue", "by_ident", "prefixes", "max_depth", "c_calls",
+                             "disable", "missing", NULL};
+    PyObject *glue, *by_ident, *prefixes, *disable = Py_None, *missing = Py_None;
+    Py_ssize_t max_depth;
+    int c_calls;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!Snp|OO:Calls", kwlist, &glue, &PyDict_Type,
+                                     &by_ident, &prefixes, &max_depth, &c_calls, &disable,
+                                     &missing)) {
+        return -1;
+    }
+    if (self->glue != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Calls is already initialised");
+        return -1;
+    }
+    if (PyBytes_GET_SIZE(prefixes) != K_COUNT) {
+        PyErr_Format(PyExc_ValueError, "prefixes must hold %d type bytes", K_COUNT);
+        return -1;
+    }
+    memcpy(self->prefix, PyBytes_AS_STRING(prefixes), K_COUNT);
+    self->glue = Py_NewRef(glue);
+    self->by_ident = Py_NewRef(by_ident);
+    self->disable = Py_NewRef(disable);
+    self->missing = Py_NewRef(missing);
+    self->max_depth = max_depth;
+    self->c_calls = c_calls;
+    self->generation = ++calls_generations;
+    return 0;
+}
+
+static int
+Calls_traverse(Calls *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->glue);
+    Py_VISIT(self->by_ident);
+    Py_VISIT(self->disable);
+    Py_VISIT(self->missing);
+    for (CallState *st = self->states; st != NULL; st = st->next) {
+        Py_VISIT(st->slot);
+    }
+    return 0;
+}
+
+static void
+calls_release(Calls *self)
+{
+    CallState *st = self->states;
+    self->states = NULL;
+    while (st != NULL) {
+        CallState *next = st->next;
+        state_free(st);
+        st = next;
+    }
+    table_clear(&self->codes, (void (*)(void *))code_entry_free);
+    table_clear(&self->funcs, (void (*)(void *))func_entry_free);
+    table_clear(&self->methods, (void (*)(void *))method_entry_free);
+}
+
+static int
+Calls_clear(Calls *self)
+{
+    /* A cycle through the glue (glue -> Calls -> glue) is broken here; no
+     * thread can still use the states (the callbacks hold a reference). */
+    self->generation = 0;
+    Py_CLEAR(self->glue);
+    Py_CLEAR(self->by_ident);
+    Py_CLEAR(self->disable);
+    Py_CLEAR(self->missing);
+    calls_release(self);
+    return 0;
+}
+
+static void
+Calls_dealloc(Calls *self)
+{
+    PyObject_GC_UnTrack(self);
+    Calls_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Calls_methods[] = {
+    {"py_start", (PyCFunction)(void (*)(void))Calls_py_start, METH_FASTCALL, NULL},
+    {"py_resume", (PyCFunction)(void (*)(void))Calls_py_resume, METH_FASTCALL, NULL},
+    {"py_return", (PyCFunction)(void (*)(void))Calls_py_return, METH_FASTCALL, NULL},
+    {"py_yield", (PyCFunction)(void (*)(void))Calls_py_yield, METH_FASTCALL, NULL},
+    {"py_unwind", (PyCFunction)(void (*)(void))Calls_py_unwind, METH_FASTCALL, NULL},
+    {"py_throw", (PyCFunction)(void (*)(void))Calls_py_throw, METH_FASTCALL, NULL},
+    {"call", (PyCFunction)(void (*)(void))Calls_call, METH_FASTCALL, NULL},
+    {"c_return", (PyCFunction)(void (*)(void))Calls_c_return, METH_FASTCALL, NULL},
+    {"begin_thread", (PyCFunction)Calls_begin_thread, METH_O,
+     "begin_thread(frame): the calling thread's state, with OpenFrames from frame."},
+    {"install_profile", (PyCFunction)(void (*)(void))Calls_install_profile, METH_FASTCALL,
+     "install_profile(frame, event, arg): a thread's first profile event: make its state, "
+     "install the C profile function and handle the event."},
+    {"stop_profiling", (PyCFunction)Calls_stop_profiling, METH_NOARGS,
+     "Every thread removes its profile function at its next event."},
+    {NULL},
+};
+
+static PyTypeObject CallsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pytrace._core.Calls",
+    .tp_doc = "The hot paths of the call backends (see pytrace/hooks/monitoring_c.py).",
+    .tp_basicsize = sizeof(Calls),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Calls_init,
+    .tp_dealloc = (destructor)Calls_dealloc,
+    .tp_traverse = (traverseproc)Calls_traverse,
+    .tp_clear = (inquiry)Calls_clear,
+    .tp_methods = Calls_methods,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Decoding: the reader's hot loops (pytrace/decoder_c.py drives them)      */
+/* ------------------------------------------------------------------------ */
+
+/* One thread's decoded events, in file order, before resolution.  The
+ * fast path stores a timed event with up to two inline arguments as plain
+ * numbers (32 bytes); an event the Python decoder read keeps its raw args
+ * tuple in `slow`, indexed by a[0]. */
+#define SLOW_EVENT 0xFF
+
+typedef struct {
+    uint64_t ticks;
+    uint64_t a[2];
+    uint8_t kind_id;
+    uint8_t n;        /* argument count, or SLOW_EVENT */
+} RawEvent;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tid;
+    PyObject *kinds;  /* tuple: kind id -> EventKind (or None) */
+    PyObject *slow;   /* list of raw args tuples */
+    RawEvent *items;
+    Py_ssize_t len, cap;
+} Run;
+
+static PyTypeObject RunType;
+
+static int
+run_reserve(Run *r, Py_ssize_t more)
+{
+    if (r->len + more <= r->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = r->cap ? r->cap : 1024;
+    while (cap < r->len + more) {
+        cap *= 2;
+    }
+    RawEvent *items = PyMem_Realloc(r->items, sizeof(RawEvent) * (size_t)cap);
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->items = items;
+    r->cap = cap;
+    return 0;
+}
+
+static inline int
+read_uvarint(const unsigned char *data, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out)
+{
+    Py_ssize_t p = *pos;
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (p >= end) {
+            return -1;
+        }
+        unsigned char byte = data[p++];
+        value |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            if (shift == 63 && byte > 1) {
+                return -1;  /* wider than 64 bits: the Python path judges it */
+            }
+            *pos = p;
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* decode(data, pos, end, ticks, fast, expected) -> (found, ticks, pos, done)
+ *
+ * `fast` is 256 bytes: for each type byte, 1 if it is a timed event written
+ * inline with the varint count its row gives it, else 0.  Decodes such
+ * records from `pos` on; stops at `end` (done) or before any other record,
+ * or one it cannot decode (not done): the Python decoder takes that record
+ * and calls again after it.  `expected`: the batch's record count, to
+ * reserve room once. */
+static PyObject *
+Run_decode(Run *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyBytes_Check(args[4]) || PyBytes_GET_SIZE(args[4]) != 256) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, pos, end, ticks, fast[256], expected)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t expected = PyLong_AsSsize_t(args[5]);
+    uint64_t ticks;
+    PyObject *result = NULL;
+    if (((pos == -1 || end == -1 || expected == -1) && PyErr_Occurred())
+        || as_u64(args[3], &ticks) < 0) {
+        goto done;
+    }
+    if (pos < 0 || end > view.len || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "decode: bounds outside the data");
+        goto done;
+    }
+    /* A count is only a hint (a corrupt header may lie): at most one event
+     * per byte. */
+    if (expected > end - pos) {
+        expected = end - pos;
+    }
+    if (expected > 0 && run_reserve(self, expected) < 0) {
+        goto done;
+    }
+    const unsigned char *data = view.buf;
+    const unsigned char *fast = (const unsigned char *)PyBytes_AS_STRING(args[4]);
+    Py_ssize_t found = 0;
+    int finished = 1;
+    while (pos < end) {
+        unsigned char head = data[pos];
+        if (!fast[head]) {
+            finished = 0;
+            break;
+        }
+        int count = (head >> 6) + 1;
+        uint64_t values[3] = {0, 0, 0};
+        Py_ssize_t p = pos + 1;
+        int ok = 1;
+        for (int i = 0; i < count && ok; i++) {
+            ok = read_uvarint(data, &p, end, &values[i]) == 0;
+        }
+        if (!ok || ticks + values[0] < ticks || run_reserve(self, 1) < 0) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            finished = 0;
+            break;
+        }
+        ticks += values[0];
+        RawEvent *ev = &self->items[self->len++];
+        ev->ticks = ticks;
+        ev->kind_id = head & 0x3F;
+        ev->n = (uint8_t)(count - 1);
+        ev->a[0] = values[1];
+        ev->a[1] = values[2];
+        found++;
+        pos = p;
+    }
+    result = Py_BuildValue("nKnO", found, (unsigned long long)ticks, pos,
+                           finished ? Py_True : Py_False);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* append((ticks, tid, kind, raw_args)): an event the Python decoder read. */
+static PyObject *
+Run_append(Run *self, PyObject *item)
+{
+    uint64_t ticks;
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4
+        || !PyTuple_Check(PyTuple_GET_ITEM(item, 3))) {
+        PyErr_SetString(PyExc_TypeError, "append((ticks, tid, kind, raw_args))");
+        return NULL;
+    }
+    if (as_u64(PyTuple_GET_ITEM(item, 0), &ticks) < 0 || run_reserve(self, 1) < 0) {
+        return NULL;
+    }
+    PyObject *id = PyObject_GetAttrString(PyTuple_GET_ITEM(item, 2), "id");
+    long kind_id = id ? PyLong_AsLong(id) : -1;
+    Py_XDECREF(id);
+    if (kind_id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (kind_id < 0 || kind_id >= PyTuple_GET_SIZE(self->kinds)
+        || PyTuple_GET_ITEM(self->kinds, kind_id) != PyTuple_GET_ITEM(item, 2)) {
+        PyErr_SetString(PyExc_ValueError, "append: an event kind not in the run's table");
+        return NULL;
+    }
+    Py_ssize_t index = PyList_GET_SIZE(self->slow);
+    if (PyList_Append(self->slow, PyTuple_GET_ITEM(item, 3)) < 0) {
+        return NULL;
+    }
+    RawEvent *ev = &self->items[self->len++];
+    ev->ticks = ticks;
+    ev->kind_id = (uint8_t)kind_id;
+    ev->n = SLOW_EVENT;
+    ev->a[0] = (uint64_t)index;
+    ev->a[1] = 0;
+    Py_RETURN_NONE;
+}
+
+/* The raw args tuple of an event (new reference). */
+static PyObject *
+raw_args(Run *run, RawEvent *ev)
+{
+    if (ev->n == SLOW_EVENT) {
+        return Py_NewRef(PyList_GET_ITEM(run->slow, (Py_ssize_t)ev->a[0]));
+    }
+    PyObject *t = PyTuple_New(ev->n);
+    for (int i = 0; t != NULL && i < ev->n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(ev->a[i]);
+        if (v == NULL) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+static int
+Run_init(Run *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *tid, *kinds;
+    if (!PyArg_ParseTuple(args, "OO!:Run", &tid, &PyTuple_Type, &kinds)) {
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(kinds) != 64) {
+        PyErr_SetString(PyExc_ValueError, "Run(tid, kinds): kinds holds 64 entries");
+        return -1;
+    }
+    PyObject *slow = PyList_New(0);
+    if (slow == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->tid, Py_NewRef(tid));
+    Py_XSETREF(self->kinds, Py_NewRef(kinds));
+    Py_XSETREF(self->slow, slow);
+    return 0;
+}
+
+static Py_ssize_t
+Run_len(Run *self)
+{
+    return self->len;
+}
+
+/* run[i]: (ticks, tid, kind, raw_args), as the Python decoder's lists hold. */
+static PyObject *
+Run_item(Run *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->len) {
+        PyErr_SetString(PyExc_IndexError, "Run index out of range");
+        return NULL;
+    }
+    RawEvent *ev = &self->items[i];
+    PyObject *args = raw_args(self, ev);
+    if (args == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(KOON)", (unsigned long long)ev->ticks, self->tid,
+                         PyTuple_GET_ITEM(self->kinds, ev->kind_id), args);
+}
+
+static int
+Run_traverse(Run *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tid);
+    Py_VISIT(self->kinds);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+Run_clear(Run *self)
+{
+    Py_CLEAR(self->tid);
+    Py_CLEAR(self->kinds);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void
+Run_dealloc(Run *self)
+{
+    PyObject_GC_UnTrack(self);
+    Run_clear(self);
+    PyMem_Free(self->items);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+run_ready(Run *self)
+{
+    if (self->kinds == NULL || self->slow == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Run was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+Run_decode_checked(Run *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return run_ready(self) ? Run_decode(self, args, nargs) : NULL;
+}
+
+static PyObject *
+Run_append_checked(Run *self, PyObject *item)
+{
+    return run_ready(self) ? Run_append(self, item) : NULL;
+}
+
+static PyMethodDef Run_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))Run_decode_checked, METH_FASTCALL,
+     "decode(data, pos, end, ticks, fast, expected) -> (found, ticks, pos, done)"},
+    {"append", (PyCFunction)Run_append_checked, METH_O,
+     "append((ticks, tid, kind, raw_args)): an event decoded by Python."},
+    {NULL},
+};
+
+static PySequenceMethods Run_as_sequence = {
+    .sq_length = (lenfunc)Run_len,
+    .sq_item = (ssizeargfunc)Run_item,
+};
+
+static PyTypeObject RunType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pytrace._core.Run",
+    .tp_doc = "One thread's decoded, not yet resolved events (see pytrace/decoder_c.py).",
+    .tp_basicsize = sizeof(Run),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Run_init,
+    .tp_dealloc = (destructor)Run_dealloc,
+    .tp_traverse = (traverseproc)Run_traverse,
+    .tp_clear = (inquiry)Run_clear,
+    .tp_methods = Run_methods,
+    .tp_as_sequence = &Run_as_sequence,
+};
+
+/* Lookup of resolved ids: an array where the ids are dense (they are, as
+ * pytrace writes them), else the dict itself. */
+typedef struct {
+    PyObject *dict;
+    PyObject **by_id;   /* borrowed values */
+    PyObject **single;  /* owned: cached 1-tuples (value,) */
+    Py_ssize_t size;
+} IdTable;
+
+static int
+id_table_init(IdTable *t, PyObject *dict)
+{
+    memset(t, 0, sizeof(*t));
+    t->dict = dict;
+    Py_ssize_t pos = 0, max_id = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (!PyLong_Check(key)) {
+            return 0;
+        }
+        long long id = PyLong_AsLongLong(key);
+        if (id < 0 || id > 4 * PyDict_GET_SIZE(dict) + 4096) {
+            PyErr_Clear();
+            return 0;  /* sparse or odd: use the dict */
+        }
+        if (id > max_id) {
+            max_id = (Py_ssize_t)id;
+        }
+    }
+    t->size = max_id + 1;
+    t->by_id = PyMem_Calloc((size_t)t->size, sizeof(PyObject *));
+    t->single = PyMem_Calloc((size_t)t->size, sizeof(PyObject *));
+    if (t->by_id == NULL || t->single == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pos = 0;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        t->by_id[PyLong_AsSsize_t(key)] = value;
+    }
+    return 0;
+}
+
+static void
+id_table_free(IdTable *t)
+{
+    for (Py_ssize_t i = 0; t->single != NULL && i < t->size; i++) {
+        Py_XDECREF(t->single[i]);
+    }
+    PyMem_Free(t->by_id);
+    PyMem_Free(t->single);
+}
+
+/* The value of `id` (borrowed), or NULL if undefined (no error set). */
+static PyObject *
+id_lookup(IdTable *t, uint64_t id)
+{
+    if (t->by_id != NULL) {
+        return id < (uint64_t)t->size ? t->by_id[id] : NULL;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(id);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(t->dict, key);
+    Py_DECREF(key);
+    return value;
+}
+
+typedef struct {
+    IdTable strings, funcs, stacks;
+    const char *plans[64];     /* arg types per kind id, NULL: unknown */
+    PyObject *plan_objects;
+    int undefined;             /* an id was used but never defined */
+} Resolver;
+
+#define UNDEFINED_ID ((PyObject *)1)
+
+/* One resolved argument (new reference), UNDEFINED_ID, or NULL on error. */
+static PyObject *
+resolve_arg(Resolver *r, char type, uint64_t value)
+{
+    PyObject *found;
+    switch (type) {
+    case 's':
+        found = id_lookup(&r->strings, value);
+        break;
+    case 'f':
+        found = id_lookup(&r->funcs, value);
+        break;
+    case 'k':
+        if (value == 0) {
+            return Py_NewRef(Py_None);
+        }
+        found = id_lookup(&r->stacks, value);
+        break;
+    case 'i':
+        if (value & 1) {
+            return PyLong_FromLongLong(-(long long)(value >> 1) - 1);
+        }
+        return PyLong_FromUnsignedLongLong(value >> 1);
+    default:
+        return PyLong_FromUnsignedLongLong(value);
+    }
+    if (found == NULL) {
+        return PyErr_Occurred() ? NULL : UNDEFINED_ID;
+    }
+    return Py_NewRef(found);
+}
+
+/* The resolved args tuple of an event (new reference), or UNDEFINED_ID. */
+static PyObject *
+resolve_args(Resolver *r, Run *run, RawEvent *ev)
+{
+    const char *plan = r->plans[ev->kind_id & 0x3F];
+    if (plan == NULL) {
+        PyErr_SetString(PyExc_ValueError, "an event of a kind without a plan");
+        return NULL;
+    }
+    PyObject *raw = ev->n == SLOW_EVENT ? PyList_GET_ITEM(run->slow, (Py_ssize_t)ev->a[0]) : NULL;
+    Py_ssize_t n = raw != NULL ? PyTuple_GET_SIZE(raw) : ev->n;
+    if ((Py_ssize_t)strlen(plan) != n) {
+        PyErr_SetString(PyExc_ValueError, "an event's argument count disagrees with its kind");
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t value;
+        if (raw != NULL) {
+            if (as_u64(PyTuple_GET_ITEM(raw, i), &value) < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        else {
+            value = ev->a[i];
+        }
+        PyObject *v = resolve_arg(r, plan[i], value);
+        if (v == NULL || v == UNDEFINED_ID) {
+            if (v == UNDEFINED_ID) {
+                r->undefined = 1;
+            }
+            Py_DECREF(out);
+            return v;
+        }
+        PyTuple_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+typedef struct {
+    PyObject *tid;
+    Run *run;
+    Py_ssize_t next;
+} Cursor;
+
+/* Is cursor a before cursor b in the merged order (time, then thread order)? */
+static inline int
+cursor_before(Cursor *a, Cursor *b)
+{
+    uint64_t ta = a->run->items[a->next].ticks, tb = b->run->items[b->next].ticks;
+    return ta < tb || (ta == tb && a < b);
+}
+
+static void
+heap_sift_down(Cursor **heap, Py_ssize_t n, Py_ssize_t i)
+{
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cursor_before(heap[l], heap[m])) {
+            m = l;
+        }
+        if (r < n && cursor_before(heap[r], heap[m])) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        Cursor *t = heap[i];
+        heap[i] = heap[m];
+        heap[m] = t;
+        i = m;
+    }
+}
+
+/* resolve_events(runs, plans, strings, funcs, stacks, start_ticks, frequency, event_type)
+ *   -> list of Event, or None
+ *
+ * `runs`: [(tid, Run)] in tid order; `plans[kind id]`: the kind's argument
+ * types as a str.  The events come out in time order, ties in thread order
+ * then file order: the order of reader.py's stable sort.  None (the Python
+ * resolution must run instead) if an id is undefined, a thread's times are
+ * not in order, or a time does not fit 64 bits. */
+static PyObject *
+core_resolve_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyTuple_Check(args[1])
+        || PyTuple_GET_SIZE(args[1]) != 64 || !PyDict_Check(args[2]) || !PyDict_Check(args[3])
+        || !PyDict_Check(args[4]) || !PyType_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "resolve_events(runs, plans[64], strings, funcs, "
+                                         "stacks, start_ticks, frequency, event_type)");
+        return NULL;
+    }
+    PyTypeObject *event_type = (PyTypeObject *)args[7];
+    long long start = PyLong_AsLongLong(args[5]);
+    unsigned long long frequency = PyLong_AsUnsignedLongLong(args[6]);
+    if (PyErr_Occurred() || frequency == 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Resolver r;
+    memset(&r, 0, sizeof(r));
+    PyObject *result = NULL;
+    Cursor *cursors = NULL;
+    Cursor **heap = NULL;
+    Py_ssize_t nruns = PyList_GET_SIZE(args[0]), total = 0;
+    for (int i = 0; i < 64; i++) {
+        PyObject *plan = PyTuple_GET_ITEM(args[1], i);
+        r.plans[i] = plan == Py_None ? NULL : PyUnicode_AsUTF8(plan);
+        if (plan != Py_None && r.plans[i] == NULL) {
+            return NULL;
+        }
+    }
+    if (id_table_init(&r.strings, args[2]) < 0 || id_table_init(&r.funcs, args[3]) < 0
+        || id_table_init(&r.stacks, args[4]) < 0) {
+        goto done;
+    }
+    cursors = PyMem_Calloc((size_t)(nruns ? nruns : 1), sizeof(Cursor));
+    heap = PyMem_Calloc((size_t)(nruns ? nruns : 1), sizeof(Cursor *));
+    if (cursors == NULL || heap == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t live = 0;
+    for (Py_ssize_t i = 0; i < nruns; i++) {
+        PyObject *item = PyList_GET_ITEM(args[0], i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+            || !Py_IS_TYPE(PyTuple_GET_ITEM(item, 1), &RunType)) {
+            PyErr_SetString(PyExc_TypeError, "runs must be (tid, Run) pairs");
+            goto done;
+        }
+        Run *run = (Run *)PyTuple_GET_ITEM(item, 1);
+        if (!run_ready(run)) {
+            goto done;
+        }
+        for (Py_ssize_t j = 1; j < run->len; j++) {
+            if (run->items[j].ticks < run->items[j - 1].ticks) {
+                result = Py_NewRef(Py_None);  /* out of order: Python sorts */
+                goto done;
+            }
+        }
+        cursors[i].tid = PyTuple_GET_ITEM(item, 0);
+        cursors[i].run = run;
+        total += run->len;
+        if (run->len) {
+            heap[live++] = &cursors[i];
+        }
+    }
+    for (Py_ssize_t i = live / 2 - 1; i >= 0; i--) {
+        heap_sift_down(heap, live, i);
+    }
+    PyObject *list = PyList_New(total);
+    if (list == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < total; k++) {
+        Cursor *c = heap[0];
+        RawEvent *ev = &c->run->items[c->next];
+        if (++c->next == c->run->len) {
+            heap[0] = heap[--live];
+        }
+        heap_sift_down(heap, live, 0);
+        /* Time since the trace started, in nanoseconds (floor division). */
+        __int128 delta = (__int128)ev->ticks - (__int128)start;
+        if (frequency != 1000000000u) {
+            __int128 scaled = delta * 1000000000;
+            delta = scaled / (__int128)frequency;
+            if (scaled % (__int128)frequency != 0 && scaled < 0) {
+                delta -= 1;
+            }
+        }
+        if (delta > INT64_MAX || delta < INT64_MIN) {
+            Py_DECREF(list);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        const char *plan = r.plans[ev->kind_id & 0x3F];
+        PyObject *kind = PyTuple_GET_ITEM(c->run->kinds, ev->kind_id & 0x3F);
+        PyObject *resolved;
+        if (plan != NULL && ev->n == 1 && plan[0] && !plan[1]
+            && (plan[0] == 'f' || plan[0] == 's' || plan[0] == 'k') && ev->a[0] != 0) {
+            /* One id argument (CallEnter, GenResume, OpenFrames...): the
+             * resolved 1-tuple is shared by every event with that id. */
+            IdTable *t = plan[0] == 'f' ? &r.funcs : plan[0] == 's' ? &r.strings : &r.stacks;
+            uint64_t id = ev->a[0];
+            if (t->single != NULL && id < (uint64_t)t->size && t->single[id] != NULL) {
+                resolved = Py_NewRef(t->single[id]);
+            }
+            else {
+                resolved = resolve_args(&r, c->run, ev);
+                if (resolved != NULL && resolved != UNDEFINED_ID && t->single != NULL
+                    && id < (uint64_t)t->size) {
+                    t->single[id] = Py_NewRef(resolved);
+                }
+            }
+        }
+        else if (plan != NULL && ev->n == 0 && !plan[0]) {
+            resolved = PyTuple_New(0);
+        }
+        else {
+            resolved = resolve_args(&r, c->run, ev);
+        }
+        if (resolved == NULL || resolved == UNDEFINED_ID) {
+            Py_DECREF(list);
+            if (resolved == UNDEFINED_ID) {
+                result = Py_NewRef(Py_None);
+            }
+            goto done;
+        }
+        PyObject *ts = PyLong_FromLongLong((long long)delta);
+        PyObject *event = ts ? event_type->tp_alloc(event_type, 4) : NULL;
+        if (event == NULL) {
+            Py_XDECREF(ts);
+            Py_DECREF(resolved);
+            Py_DECREF(list);
+            goto done;
+        }
+        PyTuple_SET_ITEM(event, 0, ts);
+        PyTuple_SET_ITEM(event, 1, Py_NewRef(c->tid));
+        PyTuple_SET_ITEM(event, 2, Py_NewRef(kind));
+        PyTuple_SET_ITEM(event, 3, resolved);
+        /* An Event holds numbers, strings, frozen EventKinds and tuples of
+         * those: it can never be part of a reference cycle, so the cycle
+         * collector need not traverse the millions of them a trace holds
+         * (CPython untracks such tuples itself, but only once a collection
+         * has looked at each). */
+        PyObject_GC_UnTrack(event);
+        if (PyObject_GC_IsTracked(resolved)) {
+            PyObject_GC_UnTrack(resolved);
+        }
+        PyList_SET_ITEM(list, k, event);
+    }
+    result = list;
+done:
+    id_table_free(&r.strings);
+    id_table_free(&r.funcs);
+    id_table_free(&r.stacks);
+    PyMem_Free(cursors);
+    PyMem_Free(heap);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static PyMethodDef core_methods[] = {
+    {"clock", core_clock, METH_NOARGS,
+     "The C core's clock: nanoseconds (CLOCK_MONOTONIC's epoch), read from the CPU's "
+     "timestamp counter where the kernel trusts it."},
+    {"resolve_events", (PyCFunction)(void (*)(void))core_resolve_events, METH_FASTCALL,
+     "resolve_events(runs, plans, strings, funcs, stacks, start_ticks, frequency, event_type)"
+     " -> the trace's events in time order, or None if the Python resolution must run"},
+    {"clock_info", core_clock_info, METH_NOARGS,
+     "{'source': 'tsc' or 'monotonic', 'tsc_hz': measured counter frequency or 0.0}"},
+    {NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "pytrace._core",
+    "The C core of pytrace's hot path (see pytrace/core.py).", -1, core_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    for (int i = 0; i < AT_COUNT; i++) {
+        point_strings[i] = PyUnicode_InternFromString(point_names[i]);
+        if (point_strings[i] == NULL) {
+            return NULL;
+        }
+    }
+    str_injector = PyUnicode_InternFromString("injector");
+    str_write_batch = PyUnicode_InternFromString("write_batch");
+    if (str_injector == NULL || str_write_batch == NULL) {
+        return NULL;
+    }
+    str_decide = PyUnicode_InternFromString("c_decide");
+    str_lookup = PyUnicode_InternFromString("c_lookup");
+    str_open_thread = PyUnicode_InternFromString("c_open_thread");
+    str_first_start = PyUnicode_InternFromString("c_first_start");
+    str_exits = PyUnicode_InternFromString("c_exits");
+    str_c_function = PyUnicode_InternFromString("c_function_id");
+    str_fail = PyUnicode_InternFromString("c_fail");
+    if (!str_decide || !str_lookup || !str_open_thread || !str_first_start || !str_exits || !str_c_function
+        || !str_fail) {
+        return NULL;
+    }
+    if (PyType_Ready(&SlotType) < 0 || PyType_Ready(&CallsType) < 0
+        || PyType_Ready(&RunType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    core_clock_object = PyObject_GetAttrString(m, "clock");
+    if (core_clock_object == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SlotType);
+    Py_INCREF(&RunType);
+    if (PyModule_AddObject(m, "Run", (PyObject *)&RunType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&CallsType);
+    if (PyModule_AddObject(m, "Calls", (PyObject *)&CallsType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "ThreadSlot", (PyObject *)&SlotType) < 0
+        || PyModule_AddIntConstant(m, "EV_BATCH", EV_BATCH) < 0
+        || PyModule_AddIntConstant(m, "EV_STRING", EV_STRING) < 0
+        || PyModule_AddIntConstant(m, "EV_FUNC", EV_FUNC) < 0
+        || PyModule_AddIntConstant(m, "EV_STACK", EV_STACK) < 0
+        || PyModule_AddIntConstant(m, "BATCH_FIXED_SIZE", BATCH_FIXED_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,263 @@
+"""Function-call events: picks the backend, and holds what both backends share.
+
+Backends (``options.backend``):
+
+- ``"monitoring"``: ``sys.monitoring`` (3.12+), see ``hooks/monitoring.py``;
+- ``"setprofile"``: ``sys.setprofile`` + ``threading.setprofile``, see
+  ``hooks/setprofile.py``; the only one on 3.11, selectable on 3.12+;
+- ``"auto"``: monitoring where it exists, else setprofile.
+
+Both give the same events for the same program (``tests/test_backends.py``
+checks it): per thread, ``OpenFrames`` first (the traced frames already open
+when the thread's tracing began), then ``CallEnter``/``GenResume``/
+``CCallEnter`` pushes and ``CallExit``/``CallUnwind``/``GenYield``/
+``CCallExit`` pops that never outnumber the pushes.  Each backend keeps a
+per-thread ``depth`` (frames open on the recorded stack, ``OpenFrames``
+included) for that, and for ``max_depth``: a push deeper than ``max_depth``
+is counted but not recorded, and so is its pop.
+
+A generator or coroutine is a ``CallEnter`` the first time it runs (however
+it is started: ``next``, ``send`` or ``throw``), a ``GenYield`` each time it
+suspends, a ``GenResume`` each time it continues, and a ``CallExit`` or
+``CallUnwind`` when it finishes.
+
+How an event is appended depends on the core (``pytrace.core``).  On the C
+core, ``slot.emit_small`` does the whole event in C, one call per event
+(recursive fib on 3.12: 20x untraced; appending inline to a C slot: 45x).
+On the pure-Python core that call is a Python call per event (44x), so the
+hot paths append inline instead (35x).  They keep ``pytrace.buffer``'s two
+rules: the record is built completely first; then ``buf = slot.buf; buf +=
+data`` (the same as ``slot.buf += data``, without storing back the same
+object) reads ``buf`` at the moment of the append, and no call separates
+the append from the count.  The cold paths use ``emit``, the same steps as
+a function.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib
+import sys
+import threading
+import types
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
+
+from .. import core, events, wire
+from ..session import TracerError
+from .sampler import OWN_THREAD_PREFIX
+
+#: True on 3.12+, where ``sys.monitoring`` exists.
+HAVE_MONITORING = hasattr(sys, "monitoring")
+
+#: Code flags of functions that suspend: generators, coroutines, async generators.
+SUSPENDING = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
+
+
+def _prefix(name: str) -> bytes:
+    """The type byte of a timed event, with its argument-count bits."""
+    kind = events.BY_NAME[name]
+    return bytes((kind.id | (kind.varint_count - 1) << 6,))
+
+
+SMALL = wire.SMALL_UVARINTS
+SMALL_LIMIT = wire.SMALL_LIMIT
+uvarint = wire.uvarint
+
+#: Tick deltas below this have their record start precomputed.
+DELTA_TABLE_SIZE = 4096
+
+
+ENTER = _prefix("CallEnter")
+EXIT = _prefix("CallExit")
+UNWIND = _prefix("CallUnwind")
+YIELD = _prefix("GenYield")
+RESUME = _prefix("GenResume")
+C_ENTER = _prefix("CCallEnter")
+C_EXIT = _prefix("CCallExit")
+OPEN_FRAMES = events.BY_NAME["OpenFrames"].id
+
+
+class Record:
+    """A call event as the hot paths write it: its type byte (``prefix``, for
+    ``emit_small``) and, for inline appends, ``starts``: the type byte plus
+    each encoded delta below ``DELTA_TABLE_SIZE``, indexed instead of
+    concatenated (~7% of an event)."""
+
+    __slots__ = ("prefix", "starts")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.starts = tuple(prefix + SMALL[dt] for dt in range(DELTA_TABLE_SIZE))
+
+
+CALL_ENTER = Record(ENTER)
+CALL_EXIT = Record(EXIT)
+CALL_UNWIND = Record(UNWIND)
+GEN_YIELD = Record(YIELD)
+GEN_RESUME = Record(RESUME)
+
+
+def record_start(record: Record, delta: int) -> bytes:
+    """Type byte and ``delta`` for a delta outside ``record.starts``."""
+    return record.prefix + uvarint(delta)
+
+
+def emit(slot, prefix: bytes, arg: bytes = b"") -> None:
+    """Append one timed event: ``prefix``, tick delta, then ``arg`` (an
+    encoded varint or nothing), in the hot paths' inline steps, on a slot of
+    either core.  The cold paths use it; ``tests/test_cores.py`` checks that
+    it writes the same bytes as ``emit_small`` on both cores."""
+    now = slot.clock()
+    last = slot.last
+    if now > last:
+        slot.last = now
+        now -= last
+    else:
+        now = 0
+    data = prefix + (SMALL[now] if now < SMALL_LIMIT else uvarint(now)) + arg
+    buf = slot.buf
+    buf += data
+    slot.count += 1
+    if len(buf) >= slot.limit:
+        slot.flush()
+
+
+def appends_inline() -> bool:
+    """True if this session's slots are pure Python (see the module docstring)."""
+    return core.name == "python"
+
+
+def backend_name(requested: str) -> str:
+    """The backend module to use for ``options.backend``."""
+    if requested == "auto":
+        return "monitoring" if HAVE_MONITORING else "setprofile"
+    if requested == "monitoring" and not HAVE_MONITORING:
+        raise TracerError(
+            f"backend 'monitoring' needs sys.monitoring (Python 3.12+), and this is Python "
+            f"{sys.version.split()[0]}; use backend='setprofile' or 'auto'")
+    return requested
+
+
+def install(session):
+    """Install the call backend chosen by ``session.options.backend``."""
+    module = importlib.import_module(f"{__package__}.{backend_name(session.options.backend)}")
+    return module.install(session)
+
+
+def depth_limit(options) -> int:
+    """``options.max_depth`` as a number every depth can be compared with."""
+    return options.max_depth or sys.maxsize
+
+
+#: The depth of a thread whose calls are never recorded: above any
+#: ``max_depth`` however many calls it makes or returns from.
+MUTED = 1 << 80
+
+
+def is_pytrace_thread() -> bool:
+    """pytrace's own threads (the flusher, the sampler) are not the program's:
+    their calls are never recorded."""
+    return threading.current_thread().name.startswith(OWN_THREAD_PREFIX)
+
+
+class ThreadState:
+    """One thread's call-stack bookkeeping, shared by both backends.
+
+    ``depth`` counts the frames open on the recorded stack (recorded or too
+    deep to be); ``c_calls`` holds one marker per open C call, so that a C
+    return whose call was never seen (e.g. it began before tracing) is
+    recognised and dropped.
+    """
+
+    __slots__ = ("slot", "depth", "c_calls")
+
+    def __init__(self, slot) -> None:
+        self.slot = slot
+        self.depth = 0
+        self.c_calls: list = []
+
+
+def open_frames(slot, frame, traced_func_id, max_depth: int) -> int:
+    """Emit ``OpenFrames`` for the traced frames from ``frame`` outwards and
+    return how many there are (the thread's starting depth).
+
+    ``traced_func_id(code, frame)`` gives a code's function id, or 0 if it is
+    not traced.  With ``max_depth``, the stack keeps the outermost
+    ``max_depth`` frames: the inner ones are too deep to be recorded, and
+    their pops will not be either.
+    """
+    frames = []
+    while frame is not None:
+        fid = traced_func_id(frame.f_code, frame)
+        if fid:
+            frames.append((fid, frame.f_lineno or 0))
+        frame = frame.f_back
+    if frames:
+        kept = frames[-max_depth:] if len(frames) > max_depth else frames
+        slot.emit(OPEN_FRAMES, slot.stack_id(tuple(kept)))
+    return len(frames)
+
+
+def is_suspending(code) -> bool:
+    return bool(code.co_flags & SUSPENDING)
+
+
+def first_start_offset(code) -> int:
+    """Offset of the ``RESUME`` that starts a generator's body: an event at or
+    before it is the generator's first run, one after it a resumption."""
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "RESUME" and instruction.arg == 0:
+            return instruction.offset
+    return 0
+
+
+# -- C functions ----------------------------------------------------------------
+
+#: Callables that the interpreter's profiler reports as C calls (``c_call``):
+#: builtin functions and bound builtin methods, and method descriptors called
+#: with their ``self`` (``d.get(k)`` on 3.12+ is ``dict.get`` plus ``d``).
+BUILTIN = types.BuiltinFunctionType
+METHOD_DESCRIPTOR = types.MethodDescriptorType
+
+
+def c_function_name(func) -> str:
+    """``builtins.len``, ``time.sleep``, ``dict.get``: module-qualified for
+    module functions, type-qualified for methods."""
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    module = getattr(func, "__module__", None)
+    if isinstance(module, str) and isinstance(getattr(func, "__self__", None), types.ModuleType):
+        return f"{module}.{qualname}"
+    return qualname
+
+
+class CFunctions:
+    """Function ids of C callables.
+
+    Module functions and method descriptors are long-lived objects and are
+    cached by identity.  Bound builtin methods are made afresh for each call
+    (``m = obj.method``, and every method call under 3.11's profiler), so
+    they are cached by the class they belong to and their name instead:
+    caching them by identity would keep their ``self`` alive.
+    """
+
+    def __init__(self) -> None:
+        self.by_object: dict = {}
+        self.by_method: dict = {}
+
+    def func_id(self, slot, func) -> int:
+        fid = self.by_object.get(func)
+        if fid is not None:
+            return fid
+        owner = getattr(func, "__self__", None)
+        if type(func) is METHOD_DESCRIPTOR or owner is None or isinstance(owner, types.ModuleType):
+            cache, key = self.by_object, func
+        else:
+            # A classmethod's self is the class itself (dict.fromkeys).
+            cls = owner if isinstance(owner, type) else type(owner)
+            cache, key = self.by_method, (cls, func.__name__)
+            fid = cache.get(key)
+            if fid is not None:
+                return fid
+        name = c_function_name(func)
+        fid = cache[key] = slot.func_id(("C", name), name, "", 0)
+        return fid

@@ -1,0 +1,407 @@
+"""Call events from ``sys.monitoring`` (Python 3.12+).
+
+Tool id.  pytrace claims the first free id of ``PROFILER_ID`` (2), 4, 3 and
+never frees or clobbers another tool's id (cProfile always uses 2, coverage
+1, debuggers 0); if all three are taken, starting fails with an error that
+names the tool holding each.
+
+Events.  ``PY_START`` is global: the first time a code object starts, the
+filter decides about it once.  Traced code gets local ``PY_RETURN``,
+``PY_YIELD``, ``PY_RESUME`` (and ``CALL``/``C_RETURN``/``C_RAISE`` with
+``c_calls``) on that code object only, so returns need no filter lookup;
+filtered-out code gets ``DISABLE`` from ``PY_START`` and costs nothing
+afterwards.  ``PY_UNWIND`` and ``PY_THROW`` cannot be set per code nor
+disabled (``DISABLE`` there raises ``ValueError`` on 3.12), so they stay
+global and look the code up.
+
+``DISABLE`` sticks per (tool id, location) across ``set_events(id, 0)``
+and even across ``free_tool_id`` until ``sys.monitoring.restart_events()``:
+the next holder of the id (a second pytrace session, or cProfile, which
+always takes id 2) would silently miss every location pytrace disabled.  So
+``stop`` calls ``restart_events()`` once its events are off, and ``start``
+calls it too, for whatever the id's previous holder left.  The trade-off:
+the call is global, so it also re-enables locations that *other* tools
+(e.g. coverage.py) disabled; each such tool receives one more event per
+location and disables it again.  Correct data for the next tool is worth
+that one-off cost to a tool that must already cope with ``restart_events``
+from others.
+
+C calls.  ``CALL`` fires for every call; only builtin functions and method
+descriptors called with their ``self`` become ``CCallEnter`` (what the
+interpreter's profiler calls a C call).  ``C_RETURN``/``C_RAISE`` fire after
+every call of something that is not a Python function (classes too), so each
+pops only the C call it belongs to (same callable, code and offset, the top
+of the thread's C-call markers); one without its recorded ``CALL``, e.g. of
+a call that began before tracing, is dropped.  (``f(*args)`` on early 3.12
+releases sends ``CALL`` only when ``f`` is a C function, gh-116626: that
+costs nothing here, where ``CALL`` matters only for C functions.)
+
+Threads.  Events are process-wide, so threads started before and after
+``start()`` are traced alike (pytrace's own threads excepted: their state is
+``MUTED``); per-thread state lives in a dict keyed by
+``threading.get_ident()``.  A thread's state is tied to its slot: when the
+slot of a thread ident changes (a new thread reusing a finished one's ident)
+the state starts afresh at the thread's next outermost call.
+
+Clean stop: ``set_events(id, 0)``, ``set_local_events(id, code, 0)`` for every
+code object instrumented, every callback unregistered, ``restart_events()``,
+then ``free_tool_id``; after that, another tool can claim the id and sees
+every event (``free_tool_id`` alone leaves callbacks behind on 3.12 and
+3.13).
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import threading
+
+from ..filters import CallFilter
+from ..session import TracerError
+from .calls import (BUILTIN, C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND,
+                    DELTA_TABLE_SIZE, GEN_RESUME, GEN_YIELD, METHOD_DESCRIPTOR, MUTED,
+                    CFunctions, ThreadState, appends_inline, depth_limit, emit,
+                    first_start_offset, is_pytrace_thread, open_frames, record_start, uvarint)
+
+monitoring = sys.monitoring
+E = monitoring.events
+DISABLE = monitoring.DISABLE
+MISSING = monitoring.MISSING
+
+#: Tool ids tried in order: the profiler's own, then the two unassigned ones.
+TOOL_IDS = (monitoring.PROFILER_ID, 4, 3)
+TOOL_NAME = "pytrace"
+
+GLOBAL_EVENTS = E.PY_START | E.PY_UNWIND | E.PY_THROW
+LOCAL_EVENTS = E.PY_RETURN | E.PY_YIELD | E.PY_RESUME
+C_CALL_EVENTS = E.CALL | E.C_RETURN | E.C_RAISE
+
+
+def claim_tool_id() -> int:
+    """Take the first free id of ``TOOL_IDS``; fail naming the holders if none is."""
+    holders = {}
+    for tool in TOOL_IDS:
+        if monitoring.get_tool(tool) is None:
+            try:
+                monitoring.use_tool_id(tool, TOOL_NAME)
+                return tool
+            except ValueError:  # another thread took it just now
+                pass
+        holders[tool] = monitoring.get_tool(tool)
+    held = ", ".join(f"{tool} by {name!r}" for tool, name in holders.items())
+    raise TracerError(
+        f"no sys.monitoring tool id is free for pytrace (held: {held}); stop one of those "
+        f"tools first, or use backend='setprofile'")
+
+
+def install(session):
+    backend = MonitoringCalls(session)
+    backend.start()
+    return backend.stop
+
+
+class MonitoringCalls:
+    """One session's ``sys.monitoring`` tool."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        options = session.options
+        self.filter = CallFilter(options.include, options.exclude)
+        self.max_depth = depth_limit(options)
+        self.c_calls = options.c_calls
+        self.local_events = LOCAL_EVENTS | (C_CALL_EVENTS if options.c_calls else 0)
+        self.inline = appends_inline()
+        #: code -> function id (encoded, for inline appends) if traced, False
+        #: if not (absent: not decided yet).
+        self.codes: dict = {}
+        #: thread ident -> ThreadState
+        self.states: dict = {}
+        self.first_starts: dict = {}
+        self.c_functions = CFunctions()
+        # Guards instrumenting code objects against a concurrent stop.  An
+        # RLock because a hook's callback may stop tracing while we hold it;
+        # _thread's, because the blocking hook traces threading's locks.
+        self.lock = _thread.RLock()
+        self.tool: int | None = None
+        self.registered: list[int] = []
+        self.stopped = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.tool = claim_tool_id()
+        try:
+            for event, callback in self._callbacks().items():
+                monitoring.register_callback(self.tool, event, callback)
+                self.registered.append(event)
+            monitoring.restart_events()
+            # This thread's open frames now, as setprofile does, and before
+            # events flow: nothing the tracer itself calls is recorded.
+            self._state(sys._getframe())
+            monitoring.set_events(self.tool, GLOBAL_EVENTS)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            tool = self.tool
+            monitoring.set_events(tool, 0)
+            for code, fid in list(self.codes.items()):
+                if fid:
+                    monitoring.set_local_events(tool, code, 0)
+            for event in self.registered:
+                monitoring.register_callback(tool, event, None)
+            monitoring.restart_events()
+            monitoring.free_tool_id(tool)
+
+    # -- decisions and per-thread state (cold paths) --------------------------------
+
+    def _decide(self, code, frame):
+        """Decide once whether ``code`` is traced; if so, instrument it and
+        return its ``codes`` entry, else return False."""
+        if not self.filter.traces(frame.f_globals.get("__name__"), code.co_filename):
+            self.codes[code] = False
+            return False
+        fid = self.session.func_id(self.session.slots.current(), code)
+        if self.inline:
+            fid = uvarint(fid)
+        with self.lock:
+            if self.stopped:  # never leave local events behind on a freed id
+                return False
+            monitoring.set_local_events(self.tool, code, self.local_events)
+            self.codes[code] = fid
+        return fid
+
+    def _traced_func_id(self, code, frame) -> int:
+        fid = self.codes.get(code)
+        if fid is None:
+            fid = self._decide(code, frame)
+        return self.session.func_id(self.session.slots.current(), code) if fid else 0
+
+    def _state(self, innermost_open) -> ThreadState:
+        """The calling thread's state.  A new one starts (with ``OpenFrames``
+        from ``innermost_open`` outwards) on the thread's first event, and when
+        its slot changed while none of its calls was open."""
+        ident = threading.get_ident()
+        state = self.states.get(ident)
+        if state is None and is_pytrace_thread():
+            state = self.states[ident] = ThreadState(None)
+            state.depth = MUTED
+            return state
+        slot = self.session.slots.current()
+        if state is not None and (state.slot is slot or state.depth):
+            return state
+        state = ThreadState(slot)
+        state.depth = open_frames(slot, innermost_open, self._traced_func_id, self.max_depth)
+        self.states[ident] = state
+        return state
+
+    def _push_cold(self, code, record, frame) -> bool:
+        """A push off the hot path; False if ``code`` is not traced."""
+        fid = self._traced_func_id(code, frame)
+        if not fid:
+            return False
+        state = self._state(frame.f_back)
+        depth = state.depth + 1
+        state.depth = depth
+        if depth <= self.max_depth:
+            emit(state.slot, record.prefix, uvarint(fid))
+        return True
+
+    def _pop_cold(self, record, frame) -> None:
+        """A pop on a thread without state yet: its open frames include ``frame``."""
+        state = self._state(frame)
+        depth = state.depth
+        if depth:
+            state.depth = depth - 1
+            if depth <= self.max_depth:
+                emit(state.slot, record.prefix)
+
+    def _throw(self, code, offset, frame) -> None:
+        """``PY_THROW``: ``throw()``/``close()`` resumes a generator, or starts
+        it if it never ran.  Only decided, traced code is pushed: a generator
+        of undecided code was never seen running, so it is not on the stack."""
+        if not self.codes.get(code):
+            return
+        start = self.first_starts.get(code)
+        if start is None:
+            start = self.first_starts[code] = first_start_offset(code)
+        self._push_cold(code, CALL_ENTER if offset <= start else GEN_RESUME, frame)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.session.fail(exc)
+
+    # -- callbacks (hot paths) ------------------------------------------------
+
+    def _callbacks(self) -> dict:
+        """The callbacks, as closures over everything they read: the cheapest
+        lookups pure Python has."""
+        codes_get = self.codes.get
+        states_get = self.states.get
+        slot_of = self.session.slots.by_ident.get
+        get_ident = threading.get_ident
+        getframe = sys._getframe
+        clock = self.session.slots.clock
+        limit = self.session.slots.limit
+        max_depth = self.max_depth
+        inline = self.inline
+        push_cold = self._push_cold
+        pop_cold = self._pop_cold
+        fail = self._fail
+
+        def push_callback(record):
+            prefix, starts = record.prefix, record.starts
+
+            def on_push(code, offset):
+                try:
+                    fid = codes_get(code)
+                    if not fid:
+                        if fid is False:
+                            return DISABLE
+                        return None if push_cold(code, record, getframe(1)) else DISABLE
+                    state = states_get(get_ident())
+                    if state is None:
+                        push_cold(code, record, getframe(1))
+                        return None
+                    depth = state.depth
+                    if not depth and state.slot is not slot_of(get_ident()):
+                        push_cold(code, record, getframe(1))
+                        return None
+                    depth += 1
+                    state.depth = depth
+                    if depth > max_depth:
+                        return None
+                    slot = state.slot
+                    if not inline:
+                        slot.emit_small(prefix, fid)
+                        return None
+                    now = clock()
+                    last = slot.last
+                    if now > last:
+                        slot.last = now
+                        now -= last
+                    else:
+                        now = 0
+                    start = starts[now] if now < DELTA_TABLE_SIZE else record_start(record, now)
+                    data = start + fid
+                    buf = slot.buf
+                    buf += data
+                    slot.count += 1
+                    if len(buf) >= limit:
+                        slot.flush()
+                except Exception as exc:
+                    fail(exc)
+                return None
+            return on_push
+
+        def pop_callback(record, global_event):
+            prefix, starts = record.prefix, record.starts
+
+            def on_pop(code, offset, value):
+                try:
+                    if global_event and not codes_get(code):
+                        return
+                    state = states_get(get_ident())
+                    if state is None:
+                        pop_cold(record, getframe(1))
+                        return
+                    depth = state.depth
+                    if not depth:
+                        return
+                    state.depth = depth - 1
+                    if depth > max_depth:
+                        return
+                    slot = state.slot
+                    if not inline:
+                        slot.emit_small(prefix, -1)
+                        return
+                    now = clock()
+                    last = slot.last
+                    if now > last:
+                        slot.last = now
+                        now -= last
+                    else:
+                        now = 0
+                    data = starts[now] if now < DELTA_TABLE_SIZE else record_start(record, now)
+                    buf = slot.buf
+                    buf += data
+                    slot.count += 1
+                    if len(buf) >= limit:
+                        slot.flush()
+                except Exception as exc:
+                    fail(exc)
+            return on_pop
+
+        def on_throw(code, offset, exception):
+            try:
+                self._throw(code, offset, getframe(1))
+            except Exception as exc:
+                fail(exc)
+
+        callbacks = {
+            E.PY_START: push_callback(CALL_ENTER),
+            E.PY_RESUME: push_callback(GEN_RESUME),
+            E.PY_RETURN: pop_callback(CALL_EXIT, False),
+            E.PY_YIELD: pop_callback(GEN_YIELD, False),
+            E.PY_UNWIND: pop_callback(CALL_UNWIND, True),
+            E.PY_THROW: on_throw,
+        }
+        if self.c_calls:
+            callbacks.update(self._c_callbacks())
+        return callbacks
+
+    def _c_callbacks(self) -> dict:
+        states_get = self.states.get
+        get_ident = threading.get_ident
+        getframe = sys._getframe
+        c_func_id = self.c_functions.func_id
+        builtin_subtypes: dict = {}
+        max_depth = self.max_depth
+        fail = self._fail
+
+        def on_call(code, offset, func, arg0):
+            try:
+                kind = type(func)
+                if kind is not BUILTIN:
+                    if kind is METHOD_DESCRIPTOR:
+                        if arg0 is MISSING:  # no self: the profiler does not call it a C call
+                            return
+                    else:
+                        known = builtin_subtypes.get(kind)
+                        if known is None:
+                            known = builtin_subtypes[kind] = issubclass(kind, BUILTIN)
+                        if not known:
+                            return
+                state = states_get(get_ident())
+                if state is None:
+                    state = self._state(getframe(1))
+                state.c_calls.append((func, offset, code))
+                depth = state.depth + 1
+                state.depth = depth
+                if depth <= max_depth:
+                    slot = state.slot
+                    slot.emit_small(C_ENTER, c_func_id(slot, func))
+            except Exception as exc:
+                fail(exc)
+
+        def on_c_return(code, offset, func, arg0):
+            try:
+                state = states_get(get_ident())
+                if state is None:
+                    return
+                c_calls = state.c_calls
+                if not c_calls or c_calls[-1] != (func, offset, code):
+                    return
+                c_calls.pop()
+                depth = state.depth
+                state.depth = depth - 1
+                if depth <= max_depth:
+                    state.slot.emit_small(C_EXIT, -1)
+            except Exception as exc:
+                fail(exc)
+
+        return {E.CALL: on_call, E.C_RETURN: on_c_return, E.C_RAISE: on_c_return}

@@ -1,0 +1,8 @@
+"""Builds pytrace's optional C core (``pytrace._core``); everything else is in
+pyproject.toml.  ``optional=True``: if the machine cannot compile it, the
+install still succeeds and pytrace runs on its pure-Python core (see
+``pytrace/core.py``)."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("pytrace._core", ["pytrace/_core.c"], optional=True)])
