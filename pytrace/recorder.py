@@ -46,13 +46,18 @@ def metadata(start_ticks: int) -> dict[str, str]:
     }
 
 
+#: pytrace's own threads (flusher, sampler, heap ticker) have names with this
+#: prefix: they are never traced (``session.is_own_thread``).
+OWN_THREAD_PREFIX = "pytrace-"
+
+
 class PeriodicFlusher(threading.Thread):
     """Flushes every thread's buffer every ``interval`` seconds, so that even a
     quiet program's events reach the file, and a crash loses at most that
     interval.  Flushing another thread's slot is safe (see ``buffer.py``)."""
 
     def __init__(self, slots, interval: float) -> None:
-        super().__init__(name="pytrace-flusher", daemon=True)
+        super().__init__(name=OWN_THREAD_PREFIX + "flusher", daemon=True)
         self.slots = slots
         self.interval = interval
         self.stopping = threading.Event()

@@ -21,7 +21,7 @@ import threading
 import warnings
 
 from .options import Options
-from .recorder import Recorder
+from .recorder import OWN_THREAD_PREFIX, Recorder
 
 #: The package directory: code in it is never traced.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -47,6 +47,15 @@ class TracerError(RuntimeError):
 
 class TracerWarning(RuntimeWarning):
     """pytrace hit an internal error and stopped tracing; the trace so far is valid."""
+
+
+def is_own_thread() -> bool:
+    """True on one of pytrace's own threads.  Looks the thread up without
+    ``threading.current_thread()``, which would make a ``_DummyThread`` for a
+    thread that ``threading`` has not registered yet (its first events come
+    before that)."""
+    thread = threading._active.get(threading.get_ident())
+    return thread is not None and thread.name.startswith(OWN_THREAD_PREFIX)
 
 
 def is_own_code(filename: str) -> bool:

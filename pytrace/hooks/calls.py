@@ -44,7 +44,6 @@ from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 
 from .. import core, events, wire
 from ..session import TracerError
-from .sampler import OWN_THREAD_PREFIX
 
 #: True on 3.12+, where ``sys.monitoring`` exists.
 HAVE_MONITORING = hasattr(sys, "monitoring")
@@ -152,12 +151,6 @@ def depth_limit(options) -> int:
 #: The depth of a thread whose calls are never recorded: above any
 #: ``max_depth`` however many calls it makes or returns from.
 MUTED = 1 << 80
-
-
-def is_pytrace_thread() -> bool:
-    """pytrace's own threads (the flusher, the sampler) are not the program's:
-    their calls are never recorded."""
-    return threading.current_thread().name.startswith(OWN_THREAD_PREFIX)
 
 
 class ThreadState:

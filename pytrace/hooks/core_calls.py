@@ -10,7 +10,8 @@ name and open frames identically.
 from __future__ import annotations
 
 from .. import core, events
-from .calls import CFunctions, first_start_offset, is_pytrace_thread, open_frames
+from ..session import is_own_thread
+from .calls import CFunctions, first_start_offset, open_frames
 
 
 def type_byte(name: str) -> bytes:
@@ -49,7 +50,7 @@ class CoreCalls:
         """``(slot, depth)`` of the calling thread's new state: its slot and
         the traced frames open from ``frame`` outwards (written as
         ``OpenFrames``); ``(None, 0)`` for pytrace's own threads (muted)."""
-        if is_pytrace_thread():
+        if is_own_thread():
             return None, 0
         slot = self.session.slots.current()
         return slot, open_frames(slot, frame, self._traced_func_id, self.max_depth)

@@ -45,7 +45,8 @@ import psutil
 
 from .. import events
 from ..recorder import CLOCK_FREQUENCY
-from .sampler import OWN_THREAD_PREFIX, Ticker
+from ..session import OWN_THREAD_PREFIX
+from .sampler import Ticker
 
 GC_START = events.BY_NAME["GCStart"].id
 GC_DONE = events.BY_NAME["GCDone"].id

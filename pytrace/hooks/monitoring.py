@@ -57,11 +57,11 @@ import sys
 import threading
 
 from ..filters import CallFilter
-from ..session import TracerError
+from ..session import TracerError, is_own_thread
 from .calls import (BUILTIN, C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND,
                     DELTA_TABLE_SIZE, GEN_RESUME, GEN_YIELD, METHOD_DESCRIPTOR, MUTED,
                     CFunctions, ThreadState, appends_inline, depth_limit, emit,
-                    first_start_offset, is_pytrace_thread, open_frames, record_start, uvarint)
+                    first_start_offset, open_frames, record_start, uvarint)
 
 monitoring = sys.monitoring
 E = monitoring.events
@@ -188,7 +188,7 @@ class MonitoringCalls:
         its slot changed while none of its calls was open."""
         ident = threading.get_ident()
         state = self.states.get(ident)
-        if state is None and is_pytrace_thread():
+        if state is None and is_own_thread():
             state = self.states[ident] = ThreadState(None)
             state.depth = MUTED
             return state

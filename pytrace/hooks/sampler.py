@@ -23,10 +23,10 @@ import threading
 import time
 
 from .. import events
+from ..session import OWN_THREAD_PREFIX
 
 CPU_SAMPLE = events.BY_NAME["CPUSample"].id
 #: Every pytrace thread's name starts with this.
-OWN_THREAD_PREFIX = "pytrace-"
 
 
 class Ticker:

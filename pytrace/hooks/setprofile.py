@@ -56,9 +56,10 @@ import sys
 import threading
 
 from ..filters import CallFilter
+from ..session import is_own_thread
 from .calls import (C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND, DELTA_TABLE_SIZE,
                     GEN_RESUME, GEN_YIELD, CFunctions, ThreadState, appends_inline, depth_limit,
-                    first_start_offset, is_pytrace_thread, is_suspending, open_frames,
+                    first_start_offset, is_suspending, open_frames,
                     record_start, uvarint)
 
 RETURN_OPS = frozenset(op for op in ("RETURN_VALUE", "RETURN_CONST") if op in dis.opmap)
@@ -132,7 +133,7 @@ class SetprofileCalls:
     def bootstrap(self, frame, event, arg) -> None:
         """A thread's first profile event: make its profiler and hand over."""
         try:
-            if self.stopped or is_pytrace_thread():
+            if self.stopped or is_own_thread():
                 sys.setprofile(None)
                 return
             slot = self.session.slots.current()

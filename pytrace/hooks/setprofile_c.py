@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 
+from ..session import is_own_thread
 from . import setprofile
-from .calls import is_pytrace_thread
 from .core_calls import CoreCalls, type_byte
 
 GEN_YIELD = type_byte("GenYield")
@@ -44,7 +44,7 @@ class CSetprofileCalls(CoreCalls, setprofile.SetprofileCalls):
     def bootstrap(self, frame, event, arg) -> None:
         """A thread's first profile event: hand the thread over to C."""
         try:
-            if self.stopped or is_pytrace_thread():
+            if self.stopped or is_own_thread():
                 sys.setprofile(None)
                 return
             self.fast.install_profile(frame, event, arg)

@@ -46,7 +46,7 @@ import threading
 from .. import events
 from ..session import is_own_code
 from .patches import Patches, hide_own_frames
-from .sampler import OWN_THREAD_PREFIX
+from ..session import OWN_THREAD_PREFIX
 
 THREAD_CREATE = events.BY_NAME["ThreadCreate"].id
 THREAD_START = events.BY_NAME["ThreadStart"].id
@@ -143,7 +143,7 @@ class ThreadsHook:
 
 
 def _is_own(thread: threading.Thread) -> bool:
-    """pytrace's own threads are named so (see ``sampler.OWN_THREAD_PREFIX``)."""
+    """pytrace's own threads are named so (see ``session.OWN_THREAD_PREFIX``)."""
     return thread._name.startswith(OWN_THREAD_PREFIX)
 
 
