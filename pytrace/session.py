@@ -29,14 +29,17 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_STACK_FRAMES = 64
 
 #: Hook modules of ``pytrace.hooks`` in install order, with the option that
-#: enables each.  GC and call hooks go last, so that installing the others is
-#: neither traced nor charged with the collections it triggers.
+#: enables each.  The GC hook is first in and last out, so that every
+#: collection while any hook runs is recorded (the trace's collection counts
+#: equal ``gc.get_stats()``'s for the session, even for collections that
+#: pytrace's own threads trigger); call hooks go last, so that installing the
+#: others is not traced.
 HOOKS = (
+    ("gc", "gcevents"),
     ("threads", "threads"),
     ("blocking", "blocking"),
     ("asyncio", "aio"),
     ("sample_rate", "sampler"),
-    ("gc", "gcevents"),
     ("calls", "calls"),
 )
 
