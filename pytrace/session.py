@@ -114,7 +114,10 @@ class Session:
             except Exception as exc:  # never let cleanup hide the trace
                 self._warn(f"pytrace could not remove a hook cleanly: {exc!r}")
         self._uninstall.clear()
-        self.recorder.close()
+        try:
+            self.recorder.close()
+        except Exception as exc:  # stop() runs inside user code: never raise there
+            self._warn(f"pytrace could not finish {self.path}: {exc!r}; the trace may be cut short")
 
     def abandon(self) -> None:
         """In a forked child: remove the hooks and drop the trace without
