@@ -1,12 +1,19 @@
-/* pytrace._core: the C core of the tracer's hot path.
+/* pytrace._core: the C core of the tracer's hot paths.
  *
- * Interchangeable with the pure-Python core (pytrace/buffer.py's ThreadSlot
- * and the call hooks): the same methods, the same semantics, the same bytes
- * for the same events and clock readings.  pytrace/core.py chooses between
- * them; pytrace/buffer.py's module docstring is the contract this file
- * implements (the two rules of Go's commit d58f4e9, the batch base set at
- * the swap, delta 0 after a concurrent swap, interning through
- * dict.setdefault, the injection points).
+ * - Clock: nanoseconds from the CPU's timestamp counter where the kernel
+ *   trusts it (see "Clock" below for the measurements), else CLOCK_MONOTONIC.
+ * - ThreadSlot: pytrace/buffer.py's ThreadSlot in C.
+ * - Calls: the per-event work of the call hooks (pytrace/hooks/*_c.py).
+ * - Run, resolve_events: the reader's per-record and per-event loops
+ *   (pytrace/decoder_c.py).
+ *
+ * Interchangeable with the pure-Python core: the same methods, the same
+ * semantics, the same bytes for the same events and clock readings.
+ * pytrace/core.py chooses between them; pytrace/buffer.py's module
+ * docstring is the contract the slot implements (the two rules of Go's
+ * commit d58f4e9, the batch base set at the swap, delta 0 after a
+ * concurrent swap, interning through dict.setdefault, the injection
+ * points).
  *
  * Why the rules hold here: C code runs with the GIL held and nothing can
  * re-enter it except where it calls back into Python (a Python clock, the
@@ -476,6 +483,33 @@ slot_delta(Slot *s, uint64_t now)
     return 0;
 }
 
+
+/* Seal the batch ``old`` (``count`` records) and hand it to the writer. */
+static int
+write_swapped_out(Slot *s, PyObject *old, Py_ssize_t count)
+{
+    if (PyByteArray_GET_SIZE(old) < BATCH_FIXED_SIZE) {  /* slot.buf was replaced */
+        PyErr_SetString(PyExc_ValueError, "ThreadSlot.buf lost its batch header");
+        return -1;
+    }
+    unsigned char *bytes = (unsigned char *)PyByteArray_AS_STRING(old);
+    put_u32(bytes + BATCH_LENGTH_OFFSET,
+            (uint32_t)(PyByteArray_GET_SIZE(old) - BATCH_LENGTH_OFFSET - 4));
+    put_u32(bytes + BATCH_COUNT_OFFSET, (uint32_t)count);
+    PyObject *count_obj = PyLong_FromSsize_t(count);
+    if (count_obj == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(s->writer, str_write_batch, s->tid_obj, old,
+                                             count_obj, NULL);
+    Py_DECREF(count_obj);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static int
 slot_flush_impl(Slot *s)
 {
@@ -504,24 +538,23 @@ slot_flush_impl(Slot *s)
     s->count = 0;
     s->seq += 1;
     put_u64((unsigned char *)s->buf->ob_start + BATCH_BASE_OFFSET, s->last);
+    /* An exception from the injection point (a Ctrl-C in a signal handler)
+     * must not lose the batch just swapped out: write it, then re-raise. */
+    PyObject *pending_type = NULL, *pending_value = NULL, *pending_tb = NULL;
     if (inject(AT_AFTER_SWAP) < 0) {
+        PyErr_Fetch(&pending_type, &pending_value, &pending_tb);
+    }
+    int written = write_swapped_out(s, old, count);
+    if (pending_type != NULL) {
+        if (written < 0) {
+            PyErr_Clear();  /* the first exception is the one to report */
+        }
+        PyErr_Restore(pending_type, pending_value, pending_tb);
         goto done;
     }
-    unsigned char *bytes = (unsigned char *)PyByteArray_AS_STRING(old);
-    put_u32(bytes + BATCH_LENGTH_OFFSET,
-            (uint32_t)(PyByteArray_GET_SIZE(old) - BATCH_LENGTH_OFFSET - 4));
-    put_u32(bytes + BATCH_COUNT_OFFSET, (uint32_t)count);
-    PyObject *count_obj = PyLong_FromSsize_t(count);
-    if (count_obj == NULL) {
+    if (written < 0) {
         goto done;
     }
-    PyObject *r = PyObject_CallMethodObjArgs(s->writer, str_write_batch, s->tid_obj, old,
-                                             count_obj, NULL);
-    Py_DECREF(count_obj);
-    if (r == NULL) {
-        goto done;
-    }
-    Py_DECREF(r);
     if (inject(AT_FLUSH_END) < 0) {
         goto done;
     }
@@ -565,13 +598,13 @@ Slot_init(Slot *self, PyObject *args, PyObject *kwds)
             PyErr_Format(PyExc_TypeError, "tables.%s must be a dict", table_names[i]);
             return -1;
         }
-        *fields[i] = value;
+        Py_XSETREF(*fields[i], value);
     }
-    self->tid_obj = Py_NewRef(tid);
+    Py_XSETREF(self->tid_obj, Py_NewRef(tid));
     self->tid = tid_value;
-    self->writer = Py_NewRef(writer);
-    self->tables = Py_NewRef(tables);
-    self->clock = Py_NewRef(clock);
+    Py_XSETREF(self->writer, Py_NewRef(writer));
+    Py_XSETREF(self->tables, Py_NewRef(tables));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
     self->core_clock = clock == core_clock_object;
     if (self->core_clock) {
         ensure_clock();
@@ -1805,8 +1838,12 @@ error:
 }
 
 static int
-check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+check_args(Calls *self, Py_ssize_t nargs, Py_ssize_t want, const char *name)
 {
+    if (self->glue == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Calls was not initialised");
+        return -1;
+    }
     if (nargs < want) {
         PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, want);
         return -1;
@@ -1817,7 +1854,7 @@ check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
 static PyObject *
 Calls_py_start(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 2, "py_start") < 0) {
+    if (check_args(self, nargs, 2, "py_start") < 0) {
         return NULL;
     }
     return calls_on_push(self, args[0], K_ENTER);
@@ -1826,7 +1863,7 @@ Calls_py_start(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_py_resume(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 2, "py_resume") < 0) {
+    if (check_args(self, nargs, 2, "py_resume") < 0) {
         return NULL;
     }
     return calls_on_push(self, args[0], K_RESUME);
@@ -1835,7 +1872,7 @@ Calls_py_resume(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_py_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "py_return") < 0) {
+    if (check_args(self, nargs, 3, "py_return") < 0) {
         return NULL;
     }
     return calls_on_pop(self, args[0], K_EXIT, 0);
@@ -1844,7 +1881,7 @@ Calls_py_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_py_yield(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "py_yield") < 0) {
+    if (check_args(self, nargs, 3, "py_yield") < 0) {
         return NULL;
     }
     return calls_on_pop(self, args[0], K_YIELD, 0);
@@ -1853,7 +1890,7 @@ Calls_py_yield(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_py_unwind(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "py_unwind") < 0) {
+    if (check_args(self, nargs, 3, "py_unwind") < 0) {
         return NULL;
     }
     return calls_on_pop(self, args[0], K_UNWIND, 1);
@@ -1864,7 +1901,7 @@ Calls_py_unwind(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_py_throw(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "py_throw") < 0) {
+    if (check_args(self, nargs, 3, "py_throw") < 0) {
         return NULL;
     }
     CodeEntry *e = calls_decided_entry(self, args[0]);
@@ -1878,8 +1915,8 @@ Calls_py_throw(Calls *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     long offset = PyLong_AsLong(args[1]);
-    int start = calls_first_start(self, e);
-    if ((offset == -1 && PyErr_Occurred()) || start == -2) {
+    int start = offset == -1 && PyErr_Occurred() ? -2 : calls_first_start(self, e);
+    if (start == -2) {
         if (calls_fail(self) < 0) {
             return NULL;
         }
@@ -1911,7 +1948,7 @@ is_c_function(Calls *self, PyObject *func, PyObject *arg0)
 static PyObject *
 Calls_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 4, "call") < 0) {
+    if (check_args(self, nargs, 4, "call") < 0) {
         return NULL;
     }
     PyObject *code = args[0], *func = args[2];
@@ -1919,6 +1956,9 @@ Calls_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     int offset = (int)PyLong_AsLong(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
+        goto error;
+    }
     CallState *st = calls_state(self);
     if (st == NULL) {
         st = calls_open_thread(self, event_frame());
@@ -1943,7 +1983,7 @@ error:
 static PyObject *
 Calls_c_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 4, "c_return") < 0) {
+    if (check_args(self, nargs, 4, "c_return") < 0) {
         return NULL;
     }
     CallState *st = calls_state(self);
@@ -1951,6 +1991,9 @@ Calls_c_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     int offset = (int)PyLong_AsLong(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
+        return calls_fail(self) < 0 ? NULL : Py_NewRef(Py_None);
+    }
     if (!calls_c_calls_pop(st, args[2], args[0], offset)) {
         Py_RETURN_NONE;
     }
@@ -1965,6 +2008,9 @@ Calls_c_return(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Calls_begin_thread(Calls *self, PyObject *frame)
 {
+    if (check_args(self, 1, 1, "begin_thread") < 0) {
+        return NULL;
+    }
     if (calls_open_thread(self, frame == Py_None ? NULL : frame) == NULL) {
         return NULL;
     }
@@ -2166,7 +2212,7 @@ calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 static PyObject *
 Calls_install_profile(Calls *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "install_profile") < 0) {
+    if (check_args(self, nargs, 3, "install_profile") < 0) {
         return NULL;
     }
     PyObject *frame = args[0], *event = args[1], *arg = args[2];

@@ -45,6 +45,7 @@ import threading
 from . import core, events, wire
 
 _SMALL = wire.SMALL_UVARINTS
+_BASE_PACK_INTO = wire.BATCH_BASE.pack_into
 _SMALL_LIMIT = wire.SMALL_LIMIT
 
 #: Test hook: when set, called with the name of each injection point inside
@@ -188,11 +189,15 @@ class ThreadSlot:
             # swap, read in the same statement: deltas continue unbroken, and
             # no re-entrant event can make the base later than an event of
             # the previous batch.  The field is fixed-width, so setting it
-            # now cannot disturb records appended since the swap.
-            wire.set_batch_base(fresh, base)
-            _inject("flush:after-swap")
-            wire.seal_batch(old, count)
-            self.writer.write_batch(self.tid, old, count)
+            # now cannot disturb records appended since the swap.  It is a
+            # C call, so no signal handler runs between the swap and it.
+            _BASE_PACK_INTO(fresh, wire.BATCH_BASE_OFFSET, base)
+            try:
+                _inject("flush:after-swap")
+            finally:
+                # A Ctrl-C (or any exception) from here on must not lose the
+                # batch that was swapped out: it is sequence number seq-1.
+                self.writer.write_batch(self.tid, old, count)
             _inject("flush:end")
         finally:
             self.flushing = _this_thread.flushing = False
@@ -274,13 +279,21 @@ class Slots:
         """A new, unpublished slot of the active core (``pytrace.core``)."""
         return core.slot_class()(tid, self.writer, self.tables, self.clock, self.limit)
 
-    def _create(self, ident: int, tid: int) -> ThreadSlot:
-        mine = self.make_slot(tid)
-        # setdefault: if a re-entrant call created one first, use that one.
-        slot = self.by_ident.setdefault(ident, mine)
-        if slot is mine:
+    def publish(self, ident: int, slot: ThreadSlot) -> ThreadSlot:
+        """Make ``slot`` the slot of thread ``ident`` unless that thread has
+        one already; return the slot the thread has now.
+
+        setdefault: if a re-entrant call, or the thread itself, published one
+        first, that one is kept and ``slot`` is dropped unseen.  Only a slot
+        that won is kept for the final flush.
+        """
+        kept = self.by_ident.setdefault(ident, slot)
+        if kept is slot:
             self.all.append(slot)
-        return slot
+        return kept
+
+    def _create(self, ident: int, tid: int) -> ThreadSlot:
+        return self.publish(ident, self.make_slot(tid))
 
     def retire(self, ident: int) -> None:
         """The thread ``ident`` has ended: flush its slot and forget the ident

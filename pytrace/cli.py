@@ -67,6 +67,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         f"crash loses at most that much (default {Options.flush_interval}; 0: off)")
     parser.add_argument("--backend", choices=("auto", "monitoring", "setprofile"), default="auto",
                         help="call hook: sys.monitoring (3.12+) or sys.setprofile (default: best)")
+    parser.add_argument("--children", action="store_true",
+                        help="also trace child processes running Python, each into "
+                        "<trace stem>.<pid>.pytrace")
 
 
 def options_from_args(args) -> Options:
@@ -75,7 +78,7 @@ def options_from_args(args) -> Options:
         blocking=args.blocking, asyncio=args.asyncio, sample_rate=args.sample_rate,
         heap_interval=args.heap_interval, include=tuple(args.include),
         exclude=tuple(args.exclude), max_depth=args.max_depth, buffer_size=args.buffer_size,
-        flush_interval=args.flush_interval, backend=args.backend)
+        flush_interval=args.flush_interval, backend=args.backend, children=args.children)
 
 
 def _run(args) -> int:

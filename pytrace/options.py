@@ -48,6 +48,9 @@ class Options:
     flush_interval: float = 1.0
     #: Which call hook: sys.monitoring (3.12+), sys.setprofile, or the best available.
     backend: str = "auto"
+    #: Trace child processes running Python too, each into its own file
+    #: (``<trace stem>.<pid>.pytrace``); see ``pytrace.children``.
+    children: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

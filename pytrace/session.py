@@ -94,6 +94,9 @@ class Session:
 
     def start(self) -> None:
         try:
+            if self.options.children:
+                from . import children
+                self._uninstall.append(children.install(self))
             for option, module in HOOKS:
                 if getattr(self.options, option):
                     hook = importlib.import_module(f".hooks.{module}", __package__)

@@ -56,7 +56,7 @@ import sys
 import threading
 
 from ..filters import CallFilter
-from ..session import is_own_thread
+from ..session import TracerError, is_own_thread
 from .calls import (C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND, DELTA_TABLE_SIZE,
                     GEN_RESUME, GEN_YIELD, CFunctions, ThreadState, appends_inline, depth_limit,
                     first_start_offset, is_suspending, open_frames,
@@ -111,6 +111,13 @@ class SetprofileCalls:
         self.stopped = False
 
     def start(self) -> None:
+        active = sys.getprofile()
+        if active is not None:
+            # sys.setprofile has one slot per thread: taking it would silently
+            # switch off the profiler that holds it (cProfile, yappi, ...).
+            raise TracerError(
+                f"another profiler is active ({active!r}); stop it first, or trace without "
+                f"calls (--no-calls / calls=False)")
         # New threads first (a Python function: called before any profiling),
         # then the running ones; this thread's first event is the return of
         # the C call below, whose frame is this one.
