@@ -14,19 +14,12 @@ sleeps, regions and tasks, and a collection every few requests (young ones
 mostly, a full one now and then) whose pause stops everything.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import pytrace
+from child_rss import run_pytrace
 from pytrace.analysis import analyze_gc, summarize
-
-# The workload is written with the tests' scripted-event builder.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from synthetic import Synthetic  # noqa: E402
+from synthetic import Synthetic
 
 EVENTS = 1_000_000
 THREADS = 4
@@ -103,22 +96,10 @@ def trace(workload):
     return pytrace.read(workload)
 
 
-def run_command(command, path):
-    """Run ``pytrace COMMAND PATH --json`` in a child; return its peak RSS in bytes."""
-    child = subprocess.Popen([sys.executable, "-m", "pytrace", command, str(path), "--json"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    errors = child.stderr.read().decode()
-    child.stderr.close()
-    assert child.returncode == 0, errors
-    return usage.ru_maxrss * 1024  # Linux reports KiB
-
-
 @pytest.mark.parametrize("command", ["stats", "gc"])
 def test_command(benchmark, workload, trace, command):
     peaks = []
-    benchmark.pedantic(lambda: peaks.append(run_command(command, workload)),
+    benchmark.pedantic(lambda: peaks.append(run_pytrace(command, workload, "--json")),
                        rounds=3, iterations=1)
     benchmark.extra_info["events"] = len(trace.events)
     benchmark.extra_info["trace_mib"] = round(workload.stat().st_size / 2**20, 1)

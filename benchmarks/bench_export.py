@@ -14,13 +14,10 @@ code path of the exporters is exercised at scale.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.synthetic import Synthetic
+from child_rss import run_pytrace
+from synthetic import Synthetic
 
 EVENTS = 1_000_000
 THREADS = 4
@@ -96,15 +93,6 @@ def big_trace(tmp_path_factory):
     return path, events
 
 
-def run_command(args) -> int:
-    """Run ``python -m pytrace ARGS`` to completion; return its peak RSS in bytes."""
-    child = subprocess.Popen([sys.executable, "-m", "pytrace", *args], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    assert child.returncode == 0, f"pytrace {' '.join(map(str, args))} failed"
-    return usage.ru_maxrss * 1024
-
-
 @pytest.mark.parametrize("command", ["export-chrome", "report"])
 def test_big_trace(benchmark, big_trace, tmp_path, command):
     path, events = big_trace
@@ -114,7 +102,7 @@ def test_big_trace(benchmark, big_trace, tmp_path, command):
         args = ["export", str(path), "--format", "chrome", "-o", str(tmp_path / "trace.json")]
     peaks = []
     benchmark.group = "export"
-    benchmark.pedantic(lambda: peaks.append(run_command(args)), rounds=3, iterations=1)
+    benchmark.pedantic(lambda: peaks.append(run_pytrace(*args)), rounds=3, iterations=1)
     benchmark.extra_info["events"] = events
     benchmark.extra_info["trace_mib"] = round(path.stat().st_size / 2**20, 1)
     benchmark.extra_info["peak_rss_mib"] = round(max(peaks) / 2**20, 1)

@@ -10,14 +10,12 @@ the real clock.  ``extra_info`` carries events/s and bytes per event.
 import pytest
 
 import pytrace
-from pytrace import events
+from pytrace import events, wire
 from pytrace.recorder import Recorder
 
 CALLS = 200_000
-ENTER = events.BY_NAME["CallEnter"].id
-EXIT = events.BY_NAME["CallExit"].id
-ENTER_PREFIX = bytes((ENTER | 1 << 6,))
-EXIT_PREFIX = bytes((EXIT,))
+ENTER_PREFIX = wire.inline_prefix(events.BY_NAME["CallEnter"])
+EXIT_PREFIX = wire.inline_prefix(events.BY_NAME["CallExit"])
 
 
 def write_call_stream(path, calls=CALLS):

@@ -197,6 +197,7 @@ class ThreadSlot:
             finally:
                 # A Ctrl-C (or any exception) from here on must not lose the
                 # batch that was swapped out: it is sequence number seq-1.
+                wire.seal_batch(old, count)
                 self.writer.write_batch(self.tid, old, count)
             _inject("flush:end")
         finally:

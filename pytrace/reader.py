@@ -578,7 +578,7 @@ def _inline_counts() -> list[int]:
     counts = [0] * 256
     for kind in events.TABLE:
         if kind.timed and kind.varint_count in (1, 2):
-            counts[kind.id | (kind.varint_count - 1) << 6] = kind.varint_count
+            counts[wire.inline_prefix(kind)[0]] = kind.varint_count
     return counts
 
 

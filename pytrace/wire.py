@@ -81,6 +81,17 @@ def record(kind_id: int, values) -> bytes:
     return length_prefixed(kind_id, payload)
 
 
+def inline_prefix(kind: events.EventKind) -> bytes:
+    """The type byte of ``kind``'s plain record, all of whose varints (the
+    time delta, if timed, then the arguments) are inline: what
+    ``ThreadSlot.emit_small`` takes as its prefix, and what decoders match
+    to take their fast path.  Only for kinds with one to three varints."""
+    count = kind.varint_count
+    if not 1 <= count <= LENGTH_PREFIXED:
+        raise ValueError(f"{kind.name} has {count} varints: not an inline record")
+    return bytes((kind.id | (count - 1) << 6,))
+
+
 def length_prefixed(kind_id: int, payload: bytes) -> bytes:
     """A code-3 record: type byte, uvarint byte length, payload."""
     return bytes((kind_id | LENGTH_PREFIXED << 6,)) + uvarint(len(payload)) + payload

@@ -64,13 +64,12 @@ class Writer:
         return cls(open(os.fspath(path), "wb", buffering=0), frequency, meta)
 
     def write_batch(self, tid: int, batch: bytearray, count: int) -> None:
-        """Seal ``batch`` (it holds ``count`` records) and append it to the file."""
+        """Append the sealed ``batch`` (it holds ``count`` records) to the file."""
         with self._lock:
             if self.closed:
                 # A thread was still flushing when the trace was closed: its
                 # batch is dropped whole (and not counted in the footer).
                 return
-            wire.seal_batch(batch, count)
             # Count before writing: the write is a C call, and a Ctrl-C is
             # raised only after a call returns, so a batch that reached the
             # file is always counted in the footer.

@@ -3,7 +3,7 @@
 Each scenario is a list of ``(ts_ns, tid, event name, *args)`` rows and a
 comment deriving the numbers the tests expect.  ``write`` sorts the rows by
 time (stably, so same-time rows keep their order) before handing them to
-``Synthetic``, which needs a thread's first event to come no earlier than
+``synthetic.write_events``, which needs a thread's first event to come no earlier than
 what was already written (its batch base is the clock when the thread's
 slot is made).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 import pytrace
-from synthetic import Synthetic
+from synthetic import timed, write_events
 
 MAIN = ("main", "app.py", 1)
 ALLOC = ("alloc", "app.py", 40)
@@ -21,18 +21,20 @@ ALLOC = ("alloc", "app.py", 40)
 
 def write(path, rows):
     """Write ``rows`` as a trace file at ``path``; return the path."""
-    with Synthetic(path) as synthetic:
-        for ts, tid, name, *args in sorted(rows, key=lambda row: row[0]):
-            synthetic.emit(ts, tid, name, *args)
+    write_events(path, sorted(rows, key=lambda row: row[0]))
     return path
+
+
+def read_strictly(path):
+    """``pytrace.read(path)``, with any reader warning raised as an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return pytrace.read(path)
 
 
 def load(path, rows):
     """Write ``rows`` and read them back as a ``Trace`` (any reader warning is an error)."""
-    write(path, rows)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return pytrace.read(path)
+    return read_strictly(write(path, rows))
 
 
 # -- GC ----------------------------------------------------------------------------------
@@ -136,9 +138,7 @@ def traced(path, program, **options):
     """Run ``program()`` under the real tracer and return the trace it wrote."""
     with pytrace.trace(path, **options):
         program()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return pytrace.read(path)
+    return read_strictly(path)
 
 
 # -- arbitrary event sequences -------------------------------------------------------------
@@ -172,12 +172,4 @@ def arbitrary_rows():
     )
     steps = st.lists(st.tuples(st.integers(0, 50), st.integers(1, 3), event),
                      min_size=1, max_size=40)
-
-    def to_rows(steps):
-        rows, now = [], 0
-        for dt, tid, (name, *args) in steps:
-            now += dt
-            rows.append((now, tid, name, *args))
-        return rows
-
-    return steps.map(to_rows)
+    return steps.map(timed)

@@ -9,13 +9,12 @@ their functions, innermost first (None for no stack), functions their names.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import sys
 
 import pytest
 
 import pytrace
+from pytrace.reader import collector_paused
 
 #: Every hook off: a test turns on the ones whose events it checks.
 QUIET = dict(calls=False, c_calls=False, gc=False, threads=False, blocking=False, asyncio=False)
@@ -60,16 +59,9 @@ def stack_names(event, arg: str = "stack") -> tuple:
     return _plain("k", event.arg(arg))
 
 
-@contextlib.contextmanager
-def gc_disabled():
-    """No automatic collection in the block: a test's collections happen where it says."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+#: ``with gc_disabled():`` no automatic collection in the block, so a test's
+#: collections happen where it says (the reader's own pause, reused).
+gc_disabled = collector_paused
 
 
 #: The call backends, for ``parametrize``: sys.monitoring exists from 3.12 on.

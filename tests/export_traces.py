@@ -40,7 +40,7 @@ import urllib.request
 
 from hypothesis import strategies as st
 
-from synthetic import Synthetic
+from synthetic import timed, write_events
 
 EVIL = "<script>alert(1)</script>"
 MAIN = ("main", "app.py", 10)
@@ -139,14 +139,6 @@ SAMPLE_SAMPLE_COUNTS = {
 }
 
 
-def write_events(path, script, buffer_size: int = 64 * 1024) -> None:
-    """Write ``(ts, tid, event, *args)`` tuples (time-ordered per thread) as a trace
-    (a small ``buffer_size`` spreads each thread over many batches)."""
-    with Synthetic(path, buffer_size) as s:
-        for ts, tid, name, *args in script:
-            s.emit(ts, tid, name, *args)
-
-
 def write_sample_trace(path, buffer_size: int = 64 * 1024) -> None:
     write_events(path, SAMPLE_EVENTS, buffer_size)
 
@@ -234,16 +226,8 @@ def event_scripts(max_size: int = 60):
     """Scripts of any events in any order on up to three threads: unbalanced
     pairs, ends before starts, events after a thread's end, unknown ids...
     Every exporter must turn each of them into a valid output."""
-    steps = st.lists(st.tuples(_THREADS, st.integers(0, 2000), _EVENTS),
+    steps = st.lists(st.tuples(st.integers(0, 2000), _THREADS, _EVENTS),
                      min_size=1, max_size=max_size)
-
-    def timed(steps):
-        now, script = 0, []
-        for tid, dt, (name, *args) in steps:
-            now += dt
-            script.append((now, tid, name, *args))
-        return script
-
     return steps.map(timed)
 
 

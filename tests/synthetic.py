@@ -9,6 +9,10 @@ a scripted clock and one slot per scripted thread.
         s.emit(1500, 1, "GCDone", 10, 0)
     trace = pytrace.read(path)   # GCStart at ts=1000, GCDone at ts=1500
 
+or, from a list of ``(ts, tid, event name, *args)`` rows,
+``write_events(path, rows)``; ``timed(steps)`` turns the ``(dt, tid, (name,
+*args))`` steps that property tests draw into such rows.
+
 Argument conventions, by the event table's argument types: ``s`` a str,
 ``f`` a ``(name, file, line)`` tuple, ``k`` a list of ``(name, file, line)``
 frames (innermost first) or ``None``, ``i`` a signed int, ``u``/``t`` ints.
@@ -72,3 +76,22 @@ class Synthetic:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def write_events(path, rows, buffer_size: int = 64 * 1024) -> None:
+    """Write ``(ts, tid, event name, *args)`` rows (time-ordered per thread)
+    as a trace at ``path`` (a small ``buffer_size`` spreads each thread over
+    many batches)."""
+    with Synthetic(path, buffer_size) as synthetic:
+        for ts, tid, name, *args in rows:
+            synthetic.emit(ts, tid, name, *args)
+
+
+def timed(steps) -> list[tuple]:
+    """Rows from ``(dt, tid, (name, *args))`` steps, each ``dt`` ns after the
+    one before (the first ``dt`` after 0): time never goes backwards."""
+    rows, now = [], 0
+    for dt, tid, (name, *args) in steps:
+        now += dt
+        rows.append((now, tid, name, *args))
+    return rows

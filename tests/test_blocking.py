@@ -152,12 +152,15 @@ def sleep_case(me):
     return waiter, None, None
 
 
-def lock_case(me):
-    lock = threading.Lock()
-
+def held_lock_case(lock):
+    """The waiter acquires ``lock``, which the helper holds until it is blocked."""
     def waiter():
         return lock.acquire()
     return waiter, lock.acquire, lock.release
+
+
+def lock_case(me):
+    return held_lock_case(threading.Lock())
 
 
 def lock_with_case(me):
@@ -170,11 +173,7 @@ def lock_with_case(me):
 
 
 def rlock_case(me):
-    lock = threading.RLock()
-
-    def waiter():
-        return lock.acquire()
-    return waiter, lock.acquire, lock.release
+    return held_lock_case(threading.RLock())
 
 
 def lock_timeout_case(me):
@@ -247,12 +246,15 @@ def barrier_case(me):
     return waiter, None, barrier.wait
 
 
-def queue_get_case(me):
-    q = queue.Queue()
-
+def getter_case(q, item):
+    """The waiter gets from the empty ``q``; the helper puts ``item`` once it is blocked."""
     def waiter():
         return q.get()
-    return waiter, None, lambda: q.put(7)
+    return waiter, None, lambda: q.put(item)
+
+
+def queue_get_case(me):
+    return getter_case(queue.Queue(), 7)
 
 
 def queue_put_case(me):
@@ -289,11 +291,7 @@ def queue_timeout_case(me):
 
 
 def simple_queue_case(me):
-    q = queue.SimpleQueue()
-
-    def waiter():
-        return q.get()
-    return waiter, None, lambda: q.put(5)
+    return getter_case(queue.SimpleQueue(), 5)
 
 
 def future_case(me):

@@ -270,22 +270,12 @@ class GoTraceWriter:
 
     def _string(self, text: str) -> int:
         """The id of ``text`` (0 for the empty string, which Go cannot define)."""
-        if not text:
-            return 0
-        sid = self.strings.get(text)
-        if sid is None:
-            sid = self.strings[text] = len(self.strings) + 1
-        return sid
+        return _intern(self.strings, text) if text else 0
 
     def _stack(self, sites) -> int:
         """The id of a stack given innermost first as ``(name, file, line)`` sites."""
         key = tuple(sites[:MAX_FRAMES])
-        if not key:
-            return 0
-        sid = self.stacks.get(key)
-        if sid is None:
-            sid = self.stacks[key] = len(self.stacks) + 1
-        return sid
+        return _intern(self.stacks, key) if key else 0
 
     def _stack_here(self, p: _P) -> int:
         """The stack of ``p``'s thread now; never empty (Go's UI needs a frame)."""
@@ -663,6 +653,15 @@ _HANDLERS = {
     _K["AsyncTaskPause"]: GoTraceWriter._asyncio_pause,
     _K["AsyncTaskDone"]: GoTraceWriter._asyncio_done,
 }
+
+
+def _intern(table: dict, key) -> int:
+    """The id of ``key`` in ``table``, given on first sight: ids count from 1
+    (Go reserves 0 for "none")."""
+    sid = table.get(key)
+    if sid is None:
+        sid = table[key] = len(table) + 1
+    return sid
 
 
 def _truncated(text: str) -> bytes:

@@ -106,6 +106,10 @@ def walk(trace: Trace, begin: BeginFn, end: EndFn, other: OtherFn | None = None)
     """
     stacks: dict[int, list[Slice]] = {}
 
+    def open_slice(stack: list[Slice], ts: int, tid: int, s: Slice) -> None:
+        stack.append(s)
+        begin(ts, tid, s)
+
     def close(stack: list[Slice], ts: int, tid: int, index: int, args) -> None:
         above = stack[index + 1:]
         for inner in reversed(above):
@@ -114,9 +118,7 @@ def walk(trace: Trace, begin: BeginFn, end: EndFn, other: OtherFn | None = None)
         del stack[index:]
         end(ts, tid, target, args)
         for inner in above:
-            again = inner.resumed(ts)
-            stack.append(again)
-            begin(ts, tid, again)
+            open_slice(stack, ts, tid, inner.resumed(ts))
 
     def close_innermost(stack, ts, tid, kind, args, name=None, task=None) -> None:
         for index in range(len(stack) - 1, -1, -1):
@@ -140,9 +142,7 @@ def walk(trace: Trace, begin: BeginFn, end: EndFn, other: OtherFn | None = None)
             stack = stacks[tid] = []
         if kind in PUSH_CALL:
             func = ev.args[0]
-            s = Slice(CALL, func.name, ts, func)
-            stack.append(s)
-            begin(ts, tid, s)
+            open_slice(stack, ts, tid, Slice(CALL, func.name, ts, func))
         elif kind in POP_CALL:
             if stack and stack[-1].kind == CALL:
                 end(ts, tid, stack.pop(), POP_CALL[kind])
@@ -150,39 +150,30 @@ def walk(trace: Trace, begin: BeginFn, end: EndFn, other: OtherFn | None = None)
                 close_innermost(stack, ts, tid, CALL, POP_CALL[kind])
         elif kind == _OPEN_FRAMES:
             for frame in reversed(ev.args[0] or ()):
-                s = Slice(CALL, frame.func, ts, frame)
-                stack.append(s)
-                begin(ts, tid, s)
+                open_slice(stack, ts, tid, Slice(CALL, frame.func, ts, frame))
         elif kind == _GC_START:
             generation, trigger = ev.args
-            s = Slice(GC, f"GC (generation {generation})", ts, None,
-                      {"generation": generation, "stack": trigger})
-            stack.append(s)
-            begin(ts, tid, s)
+            open_slice(stack, ts, tid, Slice(GC, f"GC (generation {generation})", ts, None,
+                                             {"generation": generation, "stack": trigger}))
         elif kind == _GC_DONE:
             collected, uncollectable = ev.args
             close_innermost(stack, ts, tid, GC,
                             {"collected": collected, "uncollectable": uncollectable})
         elif kind == _BLOCK:
             reason, where = ev.args
-            s = Slice(BLOCK, f"blocked: {block_reason(reason)}", ts, None,
-                      {"reason": block_reason(reason), "stack": where})
-            stack.append(s)
-            begin(ts, tid, s)
+            open_slice(stack, ts, tid, Slice(BLOCK, f"blocked: {block_reason(reason)}", ts, None,
+                                             {"reason": block_reason(reason), "stack": where}))
         elif kind == _UNBLOCK:
             close_innermost(stack, ts, tid, BLOCK, None)
         elif kind == _SYSCALL:
             func, where = ev.args
-            s = Slice(SYSCALL, func.name, ts, None, {"function": func.name, "stack": where})
-            stack.append(s)
-            begin(ts, tid, s)
+            open_slice(stack, ts, tid,
+                       Slice(SYSCALL, func.name, ts, None, {"function": func.name, "stack": where}))
         elif kind == _SYSCALL_END:
             close_innermost(stack, ts, tid, SYSCALL, None)
         elif kind == _REGION_START:
             task, name = ev.args
-            s = Slice(REGION, name, ts, None, {"task": task})
-            stack.append(s)
-            begin(ts, tid, s)
+            open_slice(stack, ts, tid, Slice(REGION, name, ts, None, {"task": task}))
         elif kind == _REGION_END:
             task, name = ev.args
             close_innermost(stack, ts, tid, REGION, None, name, task)

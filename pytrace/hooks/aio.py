@@ -41,22 +41,15 @@ import itertools
 import sys
 import weakref
 
-from .. import events
+from .. import events, wire
 from ..session import is_own_code
-from .patches import Patches, hide_own_frames, unwrapped
+from .patches import Patches, activate, hide_own_frames, unwrapped
 
 TASK_CREATE = events.BY_NAME["AsyncTaskCreate"].id
 
-
-def _prefix(name: str) -> bytes:
-    """emit_small prefix of a one-argument event: argument-count code 1
-    (two varints, the time delta and the argument)."""
-    return bytes((events.BY_NAME[name].id | 1 << 6,))
-
-
-TASK_RUN = _prefix("AsyncTaskRun")
-TASK_PAUSE = _prefix("AsyncTaskPause")
-TASK_DONE = _prefix("AsyncTaskDone")
+TASK_RUN = wire.inline_prefix(events.BY_NAME["AsyncTaskRun"])
+TASK_PAUSE = wire.inline_prefix(events.BY_NAME["AsyncTaskPause"])
+TASK_DONE = wire.inline_prefix(events.BY_NAME["AsyncTaskDone"])
 
 #: Names of the task methods that run a step: C wakeup, Python step and wakeup.
 #: (The C step callback is recognized by its type's name.)
@@ -274,21 +267,21 @@ class _AfterImport:
 
 
 def install(session):
-    global _active
     hook = AsyncioHook(session)
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None:
-        hook.patch(asyncio)
-    else:
-        hook.finder = _AfterImport("asyncio", hook.patch_after_import)
-        hook.finder.insert()
-    _active = hook
+
+    def patch() -> None:
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None:
+            hook.patch(asyncio)
+        else:
+            hook.finder = _AfterImport("asyncio", hook.patch_after_import)
+            hook.finder.insert()
+
+    withdraw = activate(hook, globals(), patch)
 
     def uninstall() -> None:
-        global _active
-        _active = None
+        withdraw()
         if hook.finder is not None:
             hook.finder.remove()
-        hook.patches.undo()
 
     return uninstall

@@ -90,16 +90,14 @@ import types
 from _queue import Empty, SimpleQueue as NativeSimpleQueue
 from _thread import LockType, allocate_lock, get_ident
 
-from .. import events
+from .. import events, wire
 from ..session import is_own_code
-from .patches import Patches, hide_own_frames, unwrapped
+from .patches import Patches, activate, hide_own_frames, unwrapped
 
 BLOCK = events.BY_NAME["Block"].id
 SYSCALL = events.BY_NAME["SysCall"].id
-#: emit_small prefixes of Unblock and SysCallEnd: argument-count code 0
-#: (the record holds only its time delta).
-UNBLOCK = bytes((events.BY_NAME["Unblock"].id,))
-SYSCALL_END = bytes((events.BY_NAME["SysCallEnd"].id,))
+UNBLOCK = wire.inline_prefix(events.BY_NAME["Unblock"])
+SYSCALL_END = wire.inline_prefix(events.BY_NAME["SysCallEnd"])
 REASON = {name: index for index, name in enumerate(events.BLOCK_REASONS)}
 #: 3.13+: a thread's end is its ``_handle``'s (before: its ``_tstate_lock``'s release).
 THREAD_HANDLES = sys.version_info >= (3, 13)
@@ -492,13 +490,12 @@ def _selector_classes():
 
 
 def install(session):
-    global _active
     hook = BlockingHook(session)
 
     def replace(owner, name: str, kind: int, describe) -> None:
         hook.patches.replace(owner, name, lambda original: _replacement(original, kind, describe))
 
-    try:
+    def patch() -> None:
         hook.patches.replace(threading, "Lock", lambda original: TracedLock)
         hook.patches.replace(threading, "RLock", _rlock_factory)
         hook.patches.replace(queue, "SimpleQueue", lambda original: TracedSimpleQueue)
@@ -514,14 +511,5 @@ def install(session):
             replace(socket.socket, name, SYSCALL, _socket_call(name))
         replace(os, "read", SYSCALL, _named("os.read"))
         replace(os, "write", SYSCALL, _named("os.write"))
-    except BaseException:
-        hook.patches.undo()
-        raise
-    _active = hook
 
-    def uninstall() -> None:
-        global _active
-        _active = None
-        hook.patches.undo()
-
-    return uninstall
+    return activate(hook, globals(), patch)

@@ -138,8 +138,13 @@ def backend_name(requested: str) -> str:
 
 
 def install(session):
-    """Install the call backend chosen by ``session.options.backend``."""
-    module = importlib.import_module(f"{__package__}.{backend_name(session.options.backend)}")
+    """Install the call backend chosen by ``session.options.backend``, with
+    the C core's callbacks (``monitoring_c``, ``setprofile_c``) when the C
+    core is active (``pytrace.core``)."""
+    name = backend_name(session.options.backend)
+    if core.name == "c":
+        name += "_c"
+    module = importlib.import_module(f"{__package__}.{name}")
     return module.install(session)
 
 

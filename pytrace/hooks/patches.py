@@ -10,11 +10,15 @@ attributes that the program looks up at call time (``time.sleep``,
   still active at stop), ours is left where it is: theirs is not clobbered,
   and when they restore, they restore ours, which passes every call
   straight through once its hook is uninstalled.
+- ``activate`` makes a hook's replacements all or nothing, publishes the
+  hook, and gives back the ``uninstall`` that withdraws both.
 - ``hide_own_frames`` keeps a replacement out of the tracebacks of the
   exceptions it lets through (a Ctrl-C in ``time.sleep``, ``queue.Empty``).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from ..session import is_own_code
 
@@ -47,6 +51,32 @@ class Patches:
                 delattr(owner, name)
             else:
                 setattr(owner, name, own)
+
+
+def activate(hook, namespace: dict, patch) -> Callable[[], None]:
+    """Run ``patch()``, which makes ``hook.patches``' replacements, then
+    publish ``hook`` as ``namespace["_active"]`` (the hook module's
+    ``globals()``: its replacements look the hook up there on every call);
+    return the ``uninstall``.
+
+    All or nothing: if ``patch`` fails, what it replaced is put back and the
+    hook is never published.  ``uninstall`` unpublishes first, so every
+    replacement (including one the program captured, like a
+    ``from time import sleep`` done while tracing) passes straight through
+    from then on, then puts the replaced attributes back.
+    """
+    try:
+        patch()
+    except BaseException:
+        hook.patches.undo()
+        raise
+    namespace["_active"] = hook
+
+    def uninstall() -> None:
+        namespace["_active"] = None
+        hook.patches.undo()
+
+    return uninstall
 
 
 def unwrapped(function):

@@ -43,15 +43,14 @@ import functools
 import sys
 import threading
 
-from .. import events
+from .. import events, wire
 from ..session import is_own_code
-from .patches import Patches, hide_own_frames
+from .patches import Patches, activate, hide_own_frames
 from ..session import OWN_THREAD_PREFIX
 
 THREAD_CREATE = events.BY_NAME["ThreadCreate"].id
 THREAD_START = events.BY_NAME["ThreadStart"].id
-#: emit_small prefix of ThreadEnd: argument-count code 0 (the time delta only).
-THREAD_END = bytes((events.BY_NAME["ThreadEnd"].id,))
+THREAD_END = wire.inline_prefix(events.BY_NAME["ThreadEnd"])
 
 #: The installed hook, or None: the replacements pass straight through then
 #: (a bound ``_bootstrap`` can outlive the hook that made it).
@@ -138,8 +137,7 @@ class ThreadsHook:
         slots = self.slots
         prepared = slots.make_slot(slots.reserve_tid())
         prepared.emit(THREAD_START, ident, native_id, name)
-        if slots.by_ident.setdefault(ident, prepared) is prepared:
-            slots.all.append(prepared)
+        slots.publish(ident, prepared)
 
 
 def _is_own(thread: threading.Thread) -> bool:
@@ -189,20 +187,11 @@ def _wrap_bootstrap(original):
 
 
 def install(session):
-    global _active
     hook = ThreadsHook(session)
     hook.announce_running()
-    try:
+
+    def patch() -> None:
         hook.patches.replace(threading.Thread, "start", _wrap_start)
         hook.patches.replace(threading.Thread, "_bootstrap", _wrap_bootstrap)
-    except BaseException:
-        hook.patches.undo()
-        raise
-    _active = hook
 
-    def uninstall() -> None:
-        global _active
-        _active = None
-        hook.patches.undo()
-
-    return uninstall
+    return activate(hook, globals(), patch)
