@@ -35,8 +35,8 @@ MAX_VARINT_BYTES = 10
 
 
 def _encode_uvarint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError(f"uvarint cannot encode negative value {value}")
+    if value < 0 or value >> 64:
+        raise ValueError(f"uvarint cannot encode {value} (negative, or wider than 64 bits)")
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -171,6 +171,8 @@ def read_uvarint(data, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
+            if result >> 64:
+                raise Malformed("varint wider than 64 bits")
             return result, pos
         shift += 7
         if pos - start >= MAX_VARINT_BYTES:
