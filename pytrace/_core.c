@@ -3,7 +3,8 @@
  * - Clock: nanoseconds from the CPU's timestamp counter where the kernel
  *   trusts it (see "Clock" below for the measurements), else CLOCK_MONOTONIC.
  * - ThreadSlot: pytrace/buffer.py's ThreadSlot in C.
- * - Calls: the per-event work of the call hooks (pytrace/hooks/*_c.py).
+ * - Calls: the per-event work of the call hooks (pytrace/hooks/monitoring_c.py
+ *   and setprofile_c.py).
  * - Run, resolve_events: the reader's per-record and per-event loops
  *   (pytrace/decoder_c.py).
  *
@@ -42,6 +43,16 @@
 #define HAVE_TSC 1
 #else
 #define HAVE_TSC 0
+#endif
+
+/* Thread-local variables in the initial-exec model where the compiler has
+ * it: a plain %fs-relative load instead of a __tls_get_addr call per event
+ * (the extension is loaded after start-up, which glibc's surplus of static
+ * TLS space allows for these few bytes). */
+#if defined(__GNUC__) && defined(__linux__)
+#define TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define TLS_MODEL
 #endif
 
 /* Event ids of pytrace/events.py that the C core writes itself.  _core
@@ -367,6 +378,119 @@ new_batch(uint64_t tid, uint64_t seq, uint64_t base, Py_ssize_t capacity)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Headroom for calls back into Python                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The hot paths call back into Python on their cold paths (the writer at a
+ * flush, the call hooks' decisions), and they run wherever the program is:
+ * at the bottom of a deep recursion, a Python call would fail with
+ * RecursionError, the tracer would lose a batch or stop, and the program
+ * would see its error change.  So these calls get headroom above the
+ * recursion limit, as CPython gives its own error handling.  The counter
+ * (under the GIL) makes nested and concurrent uses add it once. */
+#define RECURSION_HEADROOM 200
+static int headroom_users = 0;
+
+static void
+headroom_enter(void)
+{
+    if (headroom_users++ == 0) {
+        Py_SetRecursionLimit(Py_GetRecursionLimit() + RECURSION_HEADROOM);
+    }
+}
+
+static void
+headroom_exit(void)
+{
+    if (--headroom_users == 0) {
+        Py_SetRecursionLimit(Py_GetRecursionLimit() - RECURSION_HEADROOM);
+    }
+}
+
+/* Headroom(func): calls func with the headroom, for pytrace's Python
+ * callbacks that the interpreter may call at any depth (gc.callbacks). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *func;
+    vectorcallfunc vectorcall;
+} Headroom;
+
+/* Called through vectorcall, as gc calls its callbacks: unlike tp_call, it
+ * is entered without a recursion check of its own (3.11 makes one for
+ * every tp_call, which would fail right at the limit). */
+static PyObject *
+Headroom_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames)
+{
+    Headroom *self = (Headroom *)callable;
+    if (self->func == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Headroom was not initialised");
+        return NULL;
+    }
+    headroom_enter();
+    PyObject *r = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    headroom_exit();
+    return r;
+}
+
+static int
+Headroom_init(Headroom *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *func;
+    if (!PyArg_ParseTuple(args, "O:Headroom", &func)) {
+        return -1;
+    }
+    Py_XSETREF(self->func, Py_NewRef(func));
+    self->vectorcall = Headroom_vectorcall;
+    return 0;
+}
+
+
+static int
+Headroom_traverse(Headroom *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->func);
+    return 0;
+}
+
+static int
+Headroom_clear(Headroom *self)
+{
+    Py_CLEAR(self->func);
+    return 0;
+}
+
+static void
+Headroom_dealloc(Headroom *self)
+{
+    PyObject_GC_UnTrack(self);
+    Headroom_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Headroom_members[] = {
+    {"func", T_OBJECT, offsetof(Headroom, func), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject HeadroomType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pytrace._core.Headroom",
+    .tp_doc = "Headroom(func): calls func with headroom above the recursion limit, for "
+              "callbacks the interpreter may call at any depth (gc.callbacks).",
+    .tp_basicsize = sizeof(Headroom),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Headroom, vectorcall),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Headroom_init,
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)Headroom_dealloc,
+    .tp_traverse = (traverseproc)Headroom_traverse,
+    .tp_clear = (inquiry)Headroom_clear,
+    .tp_members = Headroom_members,
+};
+
+/* ------------------------------------------------------------------------ */
 /* Injection points (tests only)                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -442,7 +566,9 @@ slot_time(Slot *s, uint64_t *now)
         *now = core_now();
         return 0;
     }
+    headroom_enter();
     PyObject *r = PyObject_CallNoArgs(s->clock);
+    headroom_exit();
     if (r == NULL) {
         return -1;
     }
@@ -510,12 +636,32 @@ write_swapped_out(Slot *s, PyObject *old, Py_ssize_t count)
     return 0;
 }
 
+static int slot_flush_body(Slot *s);
+
+/* Set while this thread flushes any slot: a thread that is flushing starts
+ * no other flush (buffer.py's _this_thread).  A thread may flush another
+ * thread's slot (the periodic flusher, stop); a GC callback running inside
+ * that flush and filling the flushing thread's own slot would otherwise
+ * re-enter the writer's lock. */
+static _Thread_local int thread_flushing TLS_MODEL = 0;
+
 static int
 slot_flush_impl(Slot *s)
 {
-    if (s->flushing || s->count == 0) {
+    if (s->flushing || s->count == 0 || thread_flushing) {
         return 0;
     }
+    thread_flushing = 1;
+    headroom_enter();
+    int rc = slot_flush_body(s);
+    headroom_exit();
+    thread_flushing = 0;
+    return rc;
+}
+
+static int
+slot_flush_body(Slot *s)
+{
     s->flushing = 1;
     int rc = -1;
     PyObject *fresh = NULL, *old = NULL;
@@ -1230,15 +1376,7 @@ typedef struct {
 } Calls;
 
 static uint64_t calls_generations = 0;
-/* One thread-local variable, in the initial-exec model where the compiler
- * has it: a plain %fs-relative load instead of a __tls_get_addr call per
- * event (the extension is loaded after start-up, which glibc's surplus of
- * static TLS space allows for a few bytes). */
-#if defined(__GNUC__) && defined(__linux__)
-#define TLS_MODEL __attribute__((tls_model("initial-exec")))
-#else
-#define TLS_MODEL
-#endif
+/* One thread-local variable (see TLS_MODEL). */
 typedef struct {
     uint64_t generation;
     CallState *state;
@@ -1360,6 +1498,16 @@ state_free(CallState *st)
     PyMem_Free(st);
 }
 
+/* glue.name(*args) with headroom (see above); args end with NULL. */
+static PyObject *
+glue_call(Calls *self, PyObject *name, PyObject *a, PyObject *b)
+{
+    headroom_enter();
+    PyObject *r = PyObject_CallMethodObjArgs(self->glue, name, a, b, NULL);
+    headroom_exit();
+    return r;
+}
+
 /* An internal error inside a callback: an Exception goes to glue.fail (which
  * stops tracing with one warning) and the program never sees it; anything
  * else (KeyboardInterrupt, SystemExit) propagates, as from the Python
@@ -1376,7 +1524,7 @@ calls_fail(Calls *self)
     if (tb != NULL && value != NULL) {
         PyException_SetTraceback(value, tb);
     }
-    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_fail, value ? value : Py_None, NULL);
+    PyObject *r = glue_call(self, str_fail, value ? value : Py_None, NULL);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
@@ -1419,7 +1567,9 @@ calls_write(Calls *self, CallState *st, int kind, const unsigned char *arg, int 
     PyObject *value = arg_len ? PyLong_FromUnsignedLongLong(arg_value) : PyLong_FromLong(-1);
     PyObject *r = NULL;
     if (prefix != NULL && value != NULL) {
+        headroom_enter();
         r = PyObject_CallMethod(st->slot, "emit_small", "OO", prefix, value);
+        headroom_exit();
     }
     Py_XDECREF(prefix);
     Py_XDECREF(value);
@@ -1439,8 +1589,7 @@ calls_state(Calls *self)
 static CallState *
 calls_open_thread(Calls *self, PyObject *frame)
 {
-    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_open_thread,
-                                             frame ? frame : Py_None, NULL);
+    PyObject *r = glue_call(self, str_open_thread, frame ? frame : Py_None, NULL);
     if (r == NULL) {
         return NULL;
     }
@@ -1518,8 +1667,7 @@ calls_entry(Calls *self, PyObject *code, PyObject *frame)
     if (e != NULL) {
         return e;
     }
-    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_decide, code,
-                                             frame ? frame : Py_None, NULL);
+    PyObject *r = glue_call(self, str_decide, code, frame ? frame : Py_None);
     if (r == NULL) {
         return NULL;
     }
@@ -1543,7 +1691,7 @@ calls_decided_entry(Calls *self, PyObject *code)
     if (e != NULL) {
         return e;
     }
-    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_lookup, code, NULL);
+    PyObject *r = glue_call(self, str_lookup, code, NULL);
     if (r == NULL || r == Py_None) {
         Py_XDECREF(r);
         return NULL;
@@ -1562,7 +1710,7 @@ static int
 calls_first_start(Calls *self, CodeEntry *e)
 {
     if (e->first_start == -2) {
-        PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_first_start, e->code, NULL);
+        PyObject *r = glue_call(self, str_first_start, e->code, NULL);
         if (r == NULL) {
             return -2;
         }
@@ -1705,33 +1853,51 @@ c_function_cache(Calls *self, PyObject *func, PyObject *cls, PyObject *ml, uint6
 
 /* CCallEnter for `func`, its id cached here after the first time (the
  * glue's CFunctions.func_id names it). */
-static int
-calls_c_enter(Calls *self, CallState *st, PyObject *func)
+/* The cached id entry of C function `func`, naming it (the glue's
+ * CFunctions.func_id) the first time. */
+static FuncEntry *
+calls_c_function(Calls *self, CallState *st, PyObject *func)
 {
-    if (++st->depth > self->max_depth) {
-        return 0;
-    }
     PyObject *cls = bound_method_class(func);
     PyObject *ml = cls ? (PyObject *)((PyCFunctionObject *)func)->m_ml : NULL;
     FuncEntry *f = c_function_entry(self, func, cls, ml);
     if (f != NULL) {
-        return calls_write(self, st, K_C_ENTER, f->fid_bytes, f->fid_len, f->fid);
+        return f;
     }
-    PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_c_function, st->slot, func, NULL);
+    PyObject *r = glue_call(self, str_c_function, st->slot, func);
     if (r == NULL) {
-        return -1;
+        return NULL;
     }
     uint64_t fid;
     int bad = as_u64(r, &fid);
     Py_DECREF(r);
     /* The glue ran Python code, which may have cached it meanwhile. */
-    if (bad || (c_function_entry(self, func, cls, ml) == NULL
+    if (bad || ((f = c_function_entry(self, func, cls, ml)) == NULL
                 && c_function_cache(self, func, cls, ml, fid) < 0)) {
+        return NULL;
+    }
+    return f != NULL ? f : c_function_entry(self, func, cls, ml);
+}
+
+/* A C call of `func`: a marker on the thread's C call stack (`marker`,
+ * `where`, `offset`: what calls_c_calls_pop will match), depth + 1, and
+ * CCallEnter unless too deep.  On failure the thread's stacks are left as
+ * they were. */
+static int
+calls_c_enter(Calls *self, CallState *st, PyObject *func, PyObject *marker, PyObject *where,
+              int offset)
+{
+    FuncEntry *f = NULL;
+    if (st->depth + 1 <= self->max_depth && (f = calls_c_function(self, st, func)) == NULL) {
         return -1;
     }
-    unsigned char bytes[MAX_VARINT];
-    int len = (int)put_uvarint(bytes, fid);
-    return calls_write(self, st, K_C_ENTER, bytes, len, fid);
+    if (calls_c_calls_push(st, marker, where, offset) < 0) {
+        return -1;
+    }
+    if (++st->depth > self->max_depth) {
+        return 0;
+    }
+    return calls_write(self, st, K_C_ENTER, f->fid_bytes, f->fid_len, f->fid);
 }
 
 static int
@@ -1969,7 +2135,7 @@ Calls_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
     if (st->muted) {
         Py_RETURN_NONE;
     }
-    if (calls_c_calls_push(st, func, code, offset) < 0 || calls_c_enter(self, st, func) < 0) {
+    if (calls_c_enter(self, st, func, func, code, offset) < 0) {
         goto error;
     }
     Py_RETURN_NONE;
@@ -2023,7 +2189,7 @@ static int
 calls_exit_kind(Calls *self, CodeEntry *e, int lasti)
 {
     if (!e->exits_known) {
-        PyObject *r = PyObject_CallMethodObjArgs(self->glue, str_exits, e->code, NULL);
+        PyObject *r = glue_call(self, str_exits, e->code, NULL);
         if (r == NULL) {
             return -1;
         }
@@ -2077,6 +2243,12 @@ profile_call(Calls *self, CallState *st, PyFrameObject *frame)
     if (!e->traced) {
         return 0;
     }
+    /* Learn where the code returns and yields now, at its first call: its
+     * first return may come at the bottom of a deep recursion, where
+     * calling back into Python would fail. */
+    if (!e->exits_known && calls_exit_kind(self, e, -1) < 0) {
+        return -1;
+    }
     int kind = K_ENTER;
     int start = calls_first_start(self, e);
     if (start == -2) {
@@ -2107,6 +2279,11 @@ profile_return(Calls *self, CallState *st, PyFrameObject *frame, PyObject *arg)
     if (e == NULL || !e->traced) {
         return PyErr_Occurred() ? -1 : 0;
     }
+    /* Before any state changes: a failure leaves the thread's stack as it was. */
+    int kind = calls_exit_kind(self, e, PyFrame_GetLasti(frame));
+    if (kind < 0) {
+        return -1;
+    }
     Py_ssize_t depth = st->depth;
     if (!depth) {
         return 0;
@@ -2114,10 +2291,6 @@ profile_return(Calls *self, CallState *st, PyFrameObject *frame, PyObject *arg)
     st->depth = depth - 1;
     if (depth > self->max_depth) {
         return 0;
-    }
-    int kind = calls_exit_kind(self, e, PyFrame_GetLasti(frame));
-    if (kind < 0) {
-        return -1;
     }
     if (st->thrown != NULL && st->thrown == (PyObject *)frame) {
         Py_CLEAR(st->thrown);
@@ -2138,10 +2311,7 @@ profile_c_call(Calls *self, CallState *st, PyFrameObject *frame, PyObject *func)
     if (e == NULL || !e->traced) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    if (calls_c_calls_push(st, NULL, (PyObject *)frame, 0) < 0) {
-        return -1;
-    }
-    return calls_c_enter(self, st, func);
+    return calls_c_enter(self, st, func, NULL, (PyObject *)frame, 0);
 }
 
 static int
@@ -3095,7 +3265,7 @@ PyInit__core(void)
         return NULL;
     }
     if (PyType_Ready(&SlotType) < 0 || PyType_Ready(&CallsType) < 0
-        || PyType_Ready(&RunType) < 0) {
+        || PyType_Ready(&RunType) < 0 || PyType_Ready(&HeadroomType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&core_module);
@@ -3108,6 +3278,11 @@ PyInit__core(void)
         return NULL;
     }
     Py_INCREF(&SlotType);
+    Py_INCREF(&HeadroomType);
+    if (PyModule_AddObject(m, "Headroom", (PyObject *)&HeadroomType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&RunType);
     if (PyModule_AddObject(m, "Run", (PyObject *)&RunType) < 0) {
         Py_DECREF(m);

@@ -45,18 +45,26 @@ def test_monitoring_backend_is_refused_before_3_12(trace_path):
 
 
 def hooks_in_use() -> tuple:
-    """(holder of sys.monitoring's profiler id, class of this thread's profile function)."""
+    """(holder of sys.monitoring's profiler id, class of this thread's profile
+    function: the Python core's profiler method's object, or the C core's
+    ``_core.Calls``, which ``sys.getprofile`` returns itself)."""
     holder = sys.monitoring.get_tool(sys.monitoring.PROFILER_ID) if MONITORING else None
     profiler = sys.getprofile()
-    return holder, profiler and type(profiler.__self__).__name__
+    return holder, profiler and type(getattr(profiler, "__self__", profiler)).__name__
+
+
+#: Stands for the profile function's class on the active core.
+PROFILER = object()
 
 
 @pytest.mark.parametrize("backend, expected", [
-    ("auto", ("pytrace", None) if MONITORING else (None, "ThreadProfiler")),
+    ("auto", ("pytrace", None) if MONITORING else (None, PROFILER)),
     pytest.param("monitoring", ("pytrace", None), marks=needs_monitoring),
-    ("setprofile", (None, "ThreadProfiler")),
+    ("setprofile", (None, PROFILER)),
 ])
-def test_backend_in_use(trace_path, backend, expected):
+def test_backend_in_use(trace_path, backend, expected, pytrace_core):
+    profiler = "ThreadProfiler" if pytrace_core == "python" else "Calls"
+    expected = tuple(profiler if part is PROFILER else part for part in expected)
     seen = []
     record(trace_path, lambda: seen.append(hooks_in_use()), calls=True, backend=backend)
     assert seen == [expected]

@@ -25,11 +25,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pytrace import core, events, reader, wire
+from pytrace import buffer, core, events, reader, wire
 from pytrace.decoder_c import CDecoder
 from pytrace.hooks import calls
 from pytrace.reader import Decoder
 from pytrace.recorder import MIN_BUFFER_SIZE, Recorder
+from pytrace.validate import validate
 from eventlog import BACKENDS
 from tracegen import (TIMED_KINDS, body_replacing, refooter, rewrite_batch, sample_script, scan,
                       write_trace)
@@ -320,6 +321,99 @@ def test_a_c_slot_refuses_what_the_python_slot_cannot_encode(trace_path):
             assert slot.count == 0  # nothing half-written
     finally:
         core.use(previous)
+
+
+@pytest.mark.parametrize("core_name", core.NAMES)
+def test_a_thread_flushing_another_threads_slot_starts_no_flush_of_its_own(
+        trace_path, monkeypatch, core_name):
+    """While this thread flushes another thread's slot (as the periodic
+    flusher does), an event that fills this thread's own slot (e.g. from a
+    GC callback inside the writer) must not flush it: that flush would
+    re-enter the writer's lock.  The buffer grows instead, and flushes later."""
+    if core_name == "c":
+        requires_c_core()
+    user_log = events.BY_NAME["UserLog"].id
+    previous = core.use(core_name)
+    try:
+        with Recorder(trace_path, buffer_size=MIN_BUFFER_SIZE) as recorder:
+            other = []
+            worker = threading.Thread(target=lambda: other.append(recorder.slots.current()))
+            worker.start()
+            worker.join()
+            word = other[0].string_id("w")
+            other[0].emit(user_log, 1, word, word)
+            mine = recorder.slots.current()
+            seqs = []
+
+            def fill_my_slot(point):
+                if point == "flush:start" and not seqs:
+                    seqs.append(mine.seq)
+                    text = mine.string_id("x" * MIN_BUFFER_SIZE)  # fills it: a flush is due
+                    mine.emit(user_log, 2, text, text)
+                    seqs.append(mine.seq)
+
+            monkeypatch.setattr(buffer, "injector", fill_my_slot)
+            other[0].flush()
+            monkeypatch.setattr(buffer, "injector", None)
+            assert seqs[0] == seqs[1], "the flushing thread flushed its own slot inside the flush"
+            mine.emit(user_log, 3, word, word)  # the next event flushes it as usual
+            assert mine.seq == seqs[0] + 1
+    finally:
+        core.use(previous)
+    report = validate(trace_path)
+    assert report.valid, [str(p) for p in report.problems]
+
+
+def test_misusing_the_c_objects_raises_instead_of_crashing(trace_path):
+    requires_c_core()
+    c = core.c_module
+    code = test_misusing_the_c_objects_raises_instead_of_crashing.__code__
+    with pytest.raises(ValueError, match="not initialised"):
+        c.Calls.__new__(c.Calls).py_start(code, 0)
+    with pytest.raises(ValueError, match="not initialised"):
+        c.ThreadSlot.__new__(c.ThreadSlot).emit(21)
+    with pytest.raises(ValueError, match="not initialised"):
+        c.Run.__new__(c.Run).append((1, 1, events.BY_NAME["CallExit"], ()))
+    previous = core.use("c")
+    try:
+        with Recorder(trace_path) as recorder:
+            slot = recorder.slots.current()
+            slot.emit(21)
+            slot.buf = bytearray(b"short")  # a buffer with no room for a batch header
+            with pytest.raises(ValueError, match="lost its batch header"):
+                slot.flush()
+    finally:
+        core.use(previous)
+
+
+def call_at_the_recursion_limit(callback):
+    """What ``callback()`` gives when called from the deepest frame a
+    recursion can reach (the RecursionError, if it fails)."""
+    def down():
+        try:
+            return down()
+        except RecursionError:
+            try:
+                return callback()
+            except RecursionError as exc:
+                return exc
+
+    return down()
+
+
+def test_headroom_lets_a_callback_run_at_the_recursion_limit():
+    """For pytrace's Python callbacks that the interpreter calls wherever the
+    program is (gc.callbacks): ``_core.Headroom`` gives them room above the
+    recursion limit, and gives it back."""
+    requires_c_core()
+    limit = sys.getrecursionlimit()
+
+    def callback():
+        return "ran"
+
+    assert isinstance(call_at_the_recursion_limit(callback), RecursionError)
+    assert call_at_the_recursion_limit(core.c_module.Headroom(callback)) == "ran"
+    assert sys.getrecursionlimit() == limit
 
 
 # -- choosing a core ---------------------------------------------------------------

@@ -43,7 +43,7 @@ import time
 
 import psutil
 
-from .. import events
+from .. import core, events
 from ..recorder import CLOCK_FREQUENCY
 from ..session import OWN_THREAD_PREFIX
 from .sampler import Ticker
@@ -145,6 +145,12 @@ class GCHook:
         if interval > 0:  # first: if the thread cannot start, nothing is left registered
             self._ticker = Ticker(self.session, OWN_THREAD_PREFIX + "heap", interval,
                                   self.emit_heap_counters)
+        if core.name == "c":
+            # The callbacks can run at the recursion limit (a collection
+            # triggered deep in a recursion): give them the C core's headroom,
+            # so that tracing never turns into "Exception ignored" noise.
+            self.on_start = core.c_module.Headroom(self.on_start)
+            self.on_stop = core.c_module.Headroom(self.on_stop)
         gc.callbacks.insert(0, self.on_stop)
         gc.callbacks.append(self.on_start)
         self.session.summaries.append(self.summary)
