@@ -1,7 +1,7 @@
 """Time and peak memory of ``pytrace export --format chrome`` and ``pytrace report``
 on a trace of one million events (issue 5: target <= 10 s and <= 1 GiB each).
 
-    /work/venvs/py3.12/bin/python -m pytest benchmarks/bench_export.py --benchmark-only -s
+    .venv/bin/python -m pytest benchmarks/bench_export.py --benchmark-only -s
 
 Each round runs the real command in a child process (``python -m pytrace``),
 so the time includes reading the trace, as a user waits for it; the child's
