@@ -70,3 +70,17 @@ def pytrace_core(request):
         yield wanted
     finally:
         core.use(previous)
+
+
+@pytest.fixture(autouse=True)
+def no_trace_left_running():
+    """A test that leaves a trace running fails (in teardown) and the trace
+    is stopped, so that one failure cannot fail every later test with
+    "a trace is already being recorded"."""
+    from pytrace import session
+
+    yield
+    leftover = session.current()
+    if leftover is not None:
+        session.stop()
+        pytest.fail(f"the test left a trace running ({leftover.path})")

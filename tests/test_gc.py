@@ -105,8 +105,11 @@ def assert_whole_pairs(trace) -> None:
 
 
 def find_hook() -> gcevents.GCHook:
-    return next(cb.__self__ for cb in gc.callbacks
-                if isinstance(getattr(cb, "__self__", None), gcevents.GCHook))
+    """The running GC hook, through its callback (on the C core wrapped in a
+    ``Headroom``, whose ``func`` is the bound method)."""
+    bound = (getattr(cb, "func", cb) for cb in gc.callbacks)
+    return next(m.__self__ for m in bound
+                if isinstance(getattr(m, "__self__", None), gcevents.GCHook))
 
 
 def test_collections_per_generation_equal_gc_get_stats(trace_path):
