@@ -105,9 +105,13 @@ def assert_whole_pairs(trace) -> None:
 
 
 def find_hook() -> gcevents.GCHook:
-    """The running GC hook, through its callback (on the C core wrapped in a
-    ``Headroom``, whose ``func`` is the bound method)."""
-    bound = (getattr(cb, "func", cb) for cb in gc.callbacks)
+    """The running GC hook, through its callback (wrapped, each wrapper's
+    ``func`` being what it wraps, down to the bound method)."""
+    def unwrapped(callback):
+        while hasattr(callback, "func"):
+            callback = callback.func
+        return callback
+    bound = (unwrapped(cb) for cb in gc.callbacks)
     return next(m.__self__ for m in bound
                 if isinstance(getattr(m, "__self__", None), gcevents.GCHook))
 

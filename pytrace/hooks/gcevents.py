@@ -36,6 +36,7 @@ thread has let go of the GIL), so the hook tracks each thread's collection:
 
 from __future__ import annotations
 
+import _thread
 import gc
 import sys
 import threading
@@ -145,6 +146,8 @@ class GCHook:
         if interval > 0:  # first: if the thread cannot start, nothing is left registered
             self._ticker = Ticker(self.session, OWN_THREAD_PREFIX + "heap", interval,
                                   self.emit_heap_counters)
+        self.on_start = _passing_ctrl_c(self.on_start)
+        self.on_stop = _passing_ctrl_c(self.on_stop)
         if core.name == "c":
             # The callbacks can run at the recursion limit (a collection
             # triggered deep in a recursion): give them the C core's headroom,
@@ -204,6 +207,20 @@ class GCHook:
         if self.cut_short:
             line += f"; {self.cut_short} still running when tracing stopped"
         return [line]
+
+
+def _passing_ctrl_c(callback):
+    """``callback`` for ``gc.callbacks``, but a Ctrl-C that lands inside it
+    still reaches the program: ``gc`` would swallow the KeyboardInterrupt
+    ("Exception ignored in ..."), so it is raised again in the main thread at
+    its next bytecode."""
+    def run(phase, info):
+        try:
+            callback(phase, info)
+        except KeyboardInterrupt:
+            _thread.interrupt_main()
+    run.func = callback  # what it wraps, as Headroom's ``func``
+    return run
 
 
 def install(session):
