@@ -24,6 +24,7 @@ import pytest
 
 import pytrace
 import pytrace.core
+from test_run import default_sigint
 from eventlog import BACKENDS
 from pytrace import TraceWarning, buffer
 from pytrace.session import TracerError
@@ -205,7 +206,7 @@ def test_repeated_ctrl_c_in_a_busy_traced_program(tmp_path):
     proc = subprocess.Popen(
         pytrace_run_argv(out, script, flags=("--buffer-size", "1024", "--flush-interval", "0.01")),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=tmp_path)
+        cwd=tmp_path, preexec_fn=default_sigint)
     try:
         for k in range(15):
             assert proc.stdout.readline() == f"armed {k}\n"

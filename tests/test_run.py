@@ -42,6 +42,13 @@ PROGRAMS = {
 }
 
 
+def default_sigint():
+    """In the child: Ctrl-C as in a terminal.  A shell runs background jobs
+    with SIGINT ignored, and a child inherits that; Python then installs no
+    KeyboardInterrupt handler, and a test of Ctrl-C would wait for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _script(tmp_path, name):
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(PROGRAMS[name]))
@@ -107,7 +114,8 @@ def test_ctrl_c_finishes_the_trace(tmp_path):
     script.write_text("import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.01)\n")
     out = tmp_path / "out.pytrace"
     proc = subprocess.Popen([sys.executable, "-m", "pytrace", "run", "-o", str(out), str(script)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=default_sigint)
     assert proc.stdout.readline() == "ready\n"
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
