@@ -96,9 +96,18 @@ GEN_YIELD = Record(YIELD)
 GEN_RESUME = Record(RESUME)
 
 
-def record_start(record: Record, delta: int) -> bytes:
-    """Type byte and ``delta`` for a delta outside ``record.starts``."""
-    return record.prefix + uvarint(delta)
+def record_start(record: Record, slot, seq: int, delta: int) -> bytes:
+    """Type byte and ``delta`` for a delta outside ``record.starts``.
+
+    This is the one Python call between an inline event's clock read and its
+    append, so a flush (re-entrant, or another thread's) may start a new
+    batch during it.  The caller reads ``seq`` (the slot's batch number)
+    before calling; if it changed, the new batch's base already includes the
+    event's time, so the event takes delta 0, as ``ThreadSlot.emit_small``
+    does.
+    """
+    encoded = uvarint(delta)
+    return record.prefix + (encoded if slot.seq == seq else b"\x00")
 
 
 def emit(slot, prefix: bytes, arg: bytes = b"") -> None:
@@ -113,7 +122,10 @@ def emit(slot, prefix: bytes, arg: bytes = b"") -> None:
         now -= last
     else:
         now = 0
+    seq = slot.seq
     data = prefix + (SMALL[now] if now < SMALL_LIMIT else uvarint(now)) + arg
+    if slot.seq != seq:  # a flush during uvarint(): see record_start
+        data = prefix + b"\x00" + arg
     buf = slot.buf
     buf += data
     slot.count += 1

@@ -286,7 +286,10 @@ class MonitoringCalls:
                         now -= last
                     else:
                         now = 0
-                    start = starts[now] if now < DELTA_TABLE_SIZE else record_start(record, now)
+                    if now < DELTA_TABLE_SIZE:
+                        start = starts[now]
+                    else:
+                        start = record_start(record, slot, slot.seq, now)
                     data = start + fid
                     buf = slot.buf
                     buf += data
@@ -326,7 +329,10 @@ class MonitoringCalls:
                         now -= last
                     else:
                         now = 0
-                    data = starts[now] if now < DELTA_TABLE_SIZE else record_start(record, now)
+                    if now < DELTA_TABLE_SIZE:
+                        data = starts[now]
+                    else:
+                        data = record_start(record, slot, slot.seq, now)
                     buf = slot.buf
                     buf += data
                     slot.count += 1

@@ -243,7 +243,10 @@ class ThreadProfiler(ThreadState):
                 now -= last
             else:
                 now = 0
-            start = record.starts[now] if now < DELTA_TABLE_SIZE else record_start(record, now)
+            if now < DELTA_TABLE_SIZE:
+                start = record.starts[now]
+            else:
+                start = record_start(record, slot, slot.seq, now)
             data = start + fid
             buf = slot.buf
             buf += data
