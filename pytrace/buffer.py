@@ -176,7 +176,15 @@ class ThreadSlot:
         The next buffer is complete with its header before it becomes live
         (rule 1); the swap is a single assignment (rule 2).
         """
-        if self.flushing or self.count == 0 or getattr(_this_thread, "flushing", False):
+        if self.count == 0 or getattr(_this_thread, "flushing", False):
+            return
+        # Claim the slot: the owner and another thread (the periodic
+        # flusher, ``stop``) may both start a flush.  No CALL separates this
+        # test from the assignment below, so no thread switch can fall
+        # between them and only one flush gets past.  (With the ``getattr``
+        # call between the test and the set, both got through and batches
+        # reached the writer out of sequence order.)
+        if self.flushing:
             return
         self.flushing = _this_thread.flushing = True
         try:

@@ -24,6 +24,7 @@ from collections import Counter
 
 import pytest
 
+from pytrace import buffer
 from pytrace.recorder import MIN_BUFFER_SIZE, Recorder
 from test_reentrancy import Ledger, check_trace
 
@@ -125,3 +126,47 @@ def test_threads_and_gc_storms_lose_and_duplicate_nothing(trace_path):
     assert len(check.trace.strings) > THREADS * ROUNDS
     gc_events = sum(1 for _, _, args in ledger.emitted if args[1].startswith("gc "))
     assert gc_events >= 2 * ROUNDS // COLLECT_EVERY
+
+
+class YieldingThreadFlags(threading.local):
+    """``buffer``'s per-thread flags, giving the GIL away on every read: the
+    flush's checks then cross a thread switch each time, as they do now and
+    then when the interpreter switches threads at a call."""
+
+    def __getattribute__(self, name):
+        time.sleep(0)
+        return super().__getattribute__(name)
+
+
+def test_flushes_racing_on_one_slot_write_its_batches_in_order(trace_path, monkeypatch):
+    """The owner and other threads flushing the same slot at once: exactly
+    one flush may run, so the batches reach the file in sequence order.  (A
+    flag tested, then a call, then set let two flushes through; one of them
+    wrote batch n+1 before the other wrote batch n.)"""
+    monkeypatch.setattr(buffer, "_this_thread", YieldingThreadFlags())
+    recorder = Recorder(trace_path, buffer_size=TINY_BUFFER, flush_interval=0)
+    ledger = Ledger()
+    slot = recorder.slots.current()
+    done = threading.Event()
+
+    def flush_again_and_again() -> None:
+        while not done.is_set():
+            slot.flush()
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    racers = [threading.Thread(target=flush_again_and_again) for _ in range(3)]
+    try:
+        for racer in racers:
+            racer.start()
+        for i in range(20_000):
+            ledger.log(slot, "owner", f"round {i % 50}")
+    finally:
+        done.set()
+        for racer in racers:
+            racer.join()
+        sys.setswitchinterval(switch_interval)
+    recorder.close()
+
+    check = check_trace(trace_path, ledger)
+    assert check.problems == []
