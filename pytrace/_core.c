@@ -13,8 +13,8 @@
  * pytrace/core.py chooses between them; pytrace/buffer.py's module
  * docstring is the contract the slot implements (the two rules of Go's
  * commit d58f4e9, the batch base set at the swap, delta 0 after a
- * concurrent swap, interning through dict.setdefault, the injection
- * points).
+ * concurrent swap, the unsent batch kept until the writer has it,
+ * interning through dict.setdefault, the injection points).
  *
  * Why the rules hold here: C code runs with the GIL held and nothing can
  * re-enter it except where it calls back into Python (a Python clock, the
@@ -497,11 +497,11 @@ static PyTypeObject HeadroomType = {
 static PyObject *buffer_module = NULL;  /* pytrace.buffer, imported when first needed */
 
 enum {
-    AT_FLUSH_START, AT_BEFORE_SWAP, AT_AFTER_SWAP, AT_FLUSH_END,
+    AT_FLUSH_START, AT_BEFORE_SWAP, AT_AFTER_SWAP, AT_HAND_OVER, AT_FLUSH_END,
     AT_STRING, AT_FUNC, AT_STACK, AT_COUNT
 };
 static const char *const point_names[AT_COUNT] = {
-    "flush:start", "flush:before-swap", "flush:after-swap", "flush:end",
+    "flush:start", "flush:before-swap", "flush:after-swap", "flush:hand-over", "flush:end",
     "intern:string", "intern:func", "intern:stack",
 };
 static PyObject *point_strings[AT_COUNT];
@@ -545,6 +545,8 @@ typedef struct {
     unsigned long long last;  /* time of the thread's last event */
     unsigned long long seq;   /* buf's batch sequence number */
     Py_ssize_t limit;
+    PyObject *unsent;         /* a swapped-out batch the writer may not have yet, or NULL */
+    Py_ssize_t unsent_count;  /* records in unsent */
     char flushing;
     char core_clock;          /* clock is _core.clock: read it inline */
     PyObject *writer;
@@ -610,30 +612,48 @@ slot_delta(Slot *s, uint64_t now)
 }
 
 
-/* Seal the batch ``old`` (``count`` records) and hand it to the writer. */
+/* Seal the unsent batch and give it to the writer (buffer.ThreadSlot's
+ * _hand_over); forget it once the writer has it.  An exception anywhere on
+ * the way (a Ctrl-C: signal handlers run at write_batch's entry, or inside
+ * it, never in this C code) keeps it unsent, and the next flush offers it
+ * again; the writer skips a sequence number it already took. */
 static int
-write_swapped_out(Slot *s, PyObject *old, Py_ssize_t count)
+slot_hand_over(Slot *s)
 {
-    if (PyByteArray_GET_SIZE(old) < BATCH_FIXED_SIZE) {  /* slot.buf was replaced */
+    /* Held for the whole hand-over: the injector and the writer are Python. */
+    PyObject *batch = Py_NewRef(s->unsent);
+    int rc = -1;
+    if (PyByteArray_GET_SIZE(batch) < BATCH_FIXED_SIZE) {
+        /* slot.buf was replaced by something that is not a batch: it can
+         * never be written, so it is dropped rather than offered again. */
+        Py_CLEAR(s->unsent);
         PyErr_SetString(PyExc_ValueError, "ThreadSlot.buf lost its batch header");
-        return -1;
+        goto done;
     }
-    unsigned char *bytes = (unsigned char *)PyByteArray_AS_STRING(old);
+    unsigned char *bytes = (unsigned char *)PyByteArray_AS_STRING(batch);
     put_u32(bytes + BATCH_LENGTH_OFFSET,
-            (uint32_t)(PyByteArray_GET_SIZE(old) - BATCH_LENGTH_OFFSET - 4));
-    put_u32(bytes + BATCH_COUNT_OFFSET, (uint32_t)count);
-    PyObject *count_obj = PyLong_FromSsize_t(count);
-    if (count_obj == NULL) {
-        return -1;
+            (uint32_t)(PyByteArray_GET_SIZE(batch) - BATCH_LENGTH_OFFSET - 4));
+    put_u32(bytes + BATCH_COUNT_OFFSET, (uint32_t)s->unsent_count);
+    if (inject(AT_HAND_OVER) < 0) {
+        goto done;
     }
-    PyObject *r = PyObject_CallMethodObjArgs(s->writer, str_write_batch, s->tid_obj, old,
-                                             count_obj, NULL);
-    Py_DECREF(count_obj);
-    if (r == NULL) {
-        return -1;
+    PyObject *count_obj = PyLong_FromSsize_t(s->unsent_count);
+    PyObject *seq_obj = PyLong_FromUnsignedLongLong(s->seq - 1);
+    PyObject *r = NULL;
+    if (count_obj != NULL && seq_obj != NULL) {
+        r = PyObject_CallMethodObjArgs(s->writer, str_write_batch, s->tid_obj, batch, count_obj,
+                                       seq_obj, NULL);
     }
-    Py_DECREF(r);
-    return 0;
+    Py_XDECREF(count_obj);
+    Py_XDECREF(seq_obj);
+    if (r != NULL) {
+        Py_DECREF(r);
+        Py_CLEAR(s->unsent);
+        rc = 0;
+    }
+done:
+    Py_DECREF(batch);
+    return rc;
 }
 
 static int slot_flush_body(Slot *s);
@@ -648,7 +668,7 @@ static _Thread_local int thread_flushing TLS_MODEL = 0;
 static int
 slot_flush_impl(Slot *s)
 {
-    if (s->flushing || s->count == 0 || thread_flushing) {
+    if (s->flushing || (s->count == 0 && s->unsent == NULL) || thread_flushing) {
         return 0;
     }
     thread_flushing = 1;
@@ -659,12 +679,23 @@ slot_flush_impl(Slot *s)
     return rc;
 }
 
+/* buffer.ThreadSlot.flush: an unsent batch first (an earlier hand-over was
+ * interrupted), then the swap that makes the live batch the unsent one, then
+ * its hand-over.  See buffer.py's module doc for why a batch stays
+ * "unsent" until the writer has it. */
 static int
 slot_flush_body(Slot *s)
 {
     s->flushing = 1;
     int rc = -1;
-    PyObject *fresh = NULL, *old = NULL;
+    PyObject *fresh = NULL;
+    if (s->unsent != NULL && slot_hand_over(s) < 0) {
+        goto done;
+    }
+    if (s->count == 0) {
+        rc = 0;
+        goto done;
+    }
     if (inject(AT_FLUSH_START) < 0) {
         goto done;
     }
@@ -675,39 +706,22 @@ slot_flush_body(Slot *s)
     if (inject(AT_BEFORE_SWAP) < 0) {
         goto done;
     }
-    /* The swap (rule 2): nothing runs between these statements.  The new
-     * batch's base is the time of the last event before the swap. */
-    old = (PyObject *)s->buf;
-    Py_ssize_t count = s->count;
+    /* The swap (rule 2): nothing runs between these statements.  The live
+     * batch becomes the unsent one; the new batch's base is the time of the
+     * last event before the swap. */
+    s->unsent = (PyObject *)s->buf;
+    s->unsent_count = s->count;
     s->buf = (PyByteArrayObject *)fresh;
     fresh = NULL;
     s->count = 0;
     s->seq += 1;
     put_u64((unsigned char *)s->buf->ob_start + BATCH_BASE_OFFSET, s->last);
-    /* An exception from the injection point (a Ctrl-C in a signal handler)
-     * must not lose the batch just swapped out: write it, then re-raise. */
-    PyObject *pending_type = NULL, *pending_value = NULL, *pending_tb = NULL;
-    if (inject(AT_AFTER_SWAP) < 0) {
-        PyErr_Fetch(&pending_type, &pending_value, &pending_tb);
-    }
-    int written = write_swapped_out(s, old, count);
-    if (pending_type != NULL) {
-        if (written < 0) {
-            PyErr_Clear();  /* the first exception is the one to report */
-        }
-        PyErr_Restore(pending_type, pending_value, pending_tb);
-        goto done;
-    }
-    if (written < 0) {
-        goto done;
-    }
-    if (inject(AT_FLUSH_END) < 0) {
+    if (inject(AT_AFTER_SWAP) < 0 || slot_hand_over(s) < 0 || inject(AT_FLUSH_END) < 0) {
         goto done;
     }
     rc = 0;
 done:
     Py_XDECREF(fresh);
-    Py_XDECREF(old);
     s->flushing = 0;
     return rc;
 }
@@ -758,6 +772,8 @@ Slot_init(Slot *self, PyObject *args, PyObject *kwds)
     self->limit = limit;
     self->flushing = 0;
     self->seq = 0;
+    self->unsent = NULL;
+    self->unsent_count = 0;
     self->count = 0;
     uint64_t now;
     if (slot_time(self, &now) < 0) {
@@ -811,6 +827,7 @@ Slot_dealloc(Slot *self)
     PyObject_GC_UnTrack(self);
     Slot_clear(self);
     Py_CLEAR(self->buf);
+    Py_CLEAR(self->unsent);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1225,6 +1242,12 @@ Slot_get_flushing(Slot *self, void *closure)
     return PyBool_FromLong(self->flushing);
 }
 
+static PyObject *
+Slot_get_unsent(Slot *self, void *closure)
+{
+    return Py_NewRef(self->unsent != NULL ? self->unsent : Py_None);
+}
+
 static PyMethodDef Slot_methods[] = {
     {"emit", (PyCFunction)(void (*)(void))Slot_emit, METH_FASTCALL,
      "emit(kind_id, *args): one timed event with already-resolved integer arguments."},
@@ -1246,6 +1269,7 @@ static PyMemberDef Slot_members[] = {
     {"last", T_ULONGLONG, offsetof(Slot, last), 0, NULL},
     {"seq", T_ULONGLONG, offsetof(Slot, seq), READONLY, NULL},
     {"limit", T_PYSSIZET, offsetof(Slot, limit), READONLY, NULL},
+    {"unsent_count", T_PYSSIZET, offsetof(Slot, unsent_count), READONLY, NULL},
     {"writer", T_OBJECT, offsetof(Slot, writer), READONLY, NULL},
     {"tables", T_OBJECT, offsetof(Slot, tables), READONLY, NULL},
     {"clock", T_OBJECT, offsetof(Slot, clock), READONLY, NULL},
@@ -1256,6 +1280,9 @@ static PyGetSetDef Slot_getset[] = {
     {"buf", (getter)Slot_get_buf, (setter)Slot_set_buf, "The live batch (a bytearray starting with its header).",
      NULL},
     {"flushing", (getter)Slot_get_flushing, NULL, "True while a flush is running.", NULL},
+    {"unsent", (getter)Slot_get_unsent, NULL,
+     "A swapped-out batch the writer may not have yet (an interrupted hand-over), or None.",
+     NULL},
     {NULL},
 };
 

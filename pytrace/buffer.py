@@ -20,6 +20,21 @@ same thread, is already flushing) returns at once: the outer flush is still
 going to hand its buffer over, and the other buffer just grows a little past
 its limit meanwhile.  So no thread ever re-enters the writer.
 
+**The unsent batch.**  A signal handler's exception (Ctrl-C) can land
+anywhere in a flush, including inside the writer's ``write_batch`` before it
+has taken the batch or after it has.  So the swap that retires a batch also
+stores it as the slot's ``unsent`` batch, in the same statement (no
+callback can run between them), and ``unsent`` is cleared only once
+``write_batch`` has returned.  Every flush, the final one at stop included,
+first offers an ``unsent`` batch again, and swaps out a new batch only when
+none is left: the new one has the next sequence number, so a thread's
+batches still reach the writer in order, and the ``unsent`` batch is always
+number ``seq - 1``.  The writer skips a sequence number it already took (see
+``pytrace/writer.py``), so an offer repeated after the write is harmless.
+Without this, a Ctrl-C at the writer's entry lost the batch (a gap in the
+thread's sequence numbers: an invalid trace), and one between its counting
+and its write left the footer counting a batch the file lacks.
+
 Interning is shared by all threads (ids are global) and race-free without a
 lock: the thread whose ``dict.setdefault`` wins defines the id, through its
 own slot, exactly once.
@@ -51,6 +66,7 @@ _SMALL_LIMIT = wire.SMALL_LIMIT
 #: Test hook: when set, called with the name of each injection point inside
 #: ``flush`` and interning (see ``tests/test_reentrancy.py``).  ``None`` in
 #: production; only the cold paths (flush, first-time interning) test it.
+#: ``flush:hand-over`` comes right before each call of the writer.
 injector = None
 
 
@@ -86,11 +102,13 @@ class ThreadSlot:
     """One thread's buffer, and the only way to write into it.
 
     ``buf`` is the live batch.  It always begins with its batch header.
+    ``unsent`` is the batch a flush swapped out, until the writer has it
+    (``None`` then), and ``unsent_count`` the records in it.
     """
 
     __slots__ = (
         "tid", "buf", "count", "last", "seq", "limit", "flushing",
-        "writer", "tables", "clock",
+        "unsent", "unsent_count", "writer", "tables", "clock",
     )
 
     def __init__(self, tid: int, writer, tables: Tables, clock, limit: int) -> None:
@@ -101,6 +119,8 @@ class ThreadSlot:
         self.limit = limit
         self.flushing = False
         self.seq = 0
+        self.unsent = None
+        self.unsent_count = 0
         now = clock()
         # The first buffer is started here, with its header, like every
         # later one is started by flush().
@@ -171,12 +191,13 @@ class ThreadSlot:
     def flush(self) -> None:
         """Hand the live batch to the writer and start the next one.
 
-        An empty batch stays live (there is nothing to hand over).
+        An empty batch stays live (there is nothing to hand over), but an
+        ``unsent`` batch (see the module doc) is offered again first.
 
         The next buffer is complete with its header before it becomes live
         (rule 1); the swap is a single assignment (rule 2).
         """
-        if self.count == 0 or getattr(_this_thread, "flushing", False):
+        if (self.count == 0 and self.unsent is None) or getattr(_this_thread, "flushing", False):
             return
         # Claim the slot: the owner and another thread (the periodic
         # flusher, ``stop``) may both start a flush.  No CALL separates this
@@ -188,10 +209,14 @@ class ThreadSlot:
             return
         self.flushing = _this_thread.flushing = True
         try:
+            if self.unsent is not None:
+                self._hand_over()  # an earlier hand-over was interrupted
+            if self.count == 0:
+                return
             _inject("flush:start")
             fresh = wire.batch_header(self.tid, self.seq + 1, 0)
             _inject("flush:before-swap")
-            old, count, self.buf, self.count, self.seq, base = (
+            self.unsent, self.unsent_count, self.buf, self.count, self.seq, base = (
                 self.buf, self.count, fresh, 0, self.seq + 1, self.last)
             # The new batch's base is the time of the last event before the
             # swap, read in the same statement: deltas continue unbroken, and
@@ -200,16 +225,22 @@ class ThreadSlot:
             # now cannot disturb records appended since the swap.  It is a
             # C call, so no signal handler runs between the swap and it.
             _BASE_PACK_INTO(fresh, wire.BATCH_BASE_OFFSET, base)
-            try:
-                _inject("flush:after-swap")
-            finally:
-                # A Ctrl-C (or any exception) from here on must not lose the
-                # batch that was swapped out: it is sequence number seq-1.
-                wire.seal_batch(old, count)
-                self.writer.write_batch(self.tid, old, count)
+            _inject("flush:after-swap")
+            self._hand_over()
             _inject("flush:end")
         finally:
             self.flushing = _this_thread.flushing = False
+
+    def _hand_over(self) -> None:
+        """Seal the ``unsent`` batch and give it to the writer; forget it
+        once the writer has it.  Sealing again after an interrupted offer
+        writes the same length and count: nothing appends to a batch after
+        its swap."""
+        batch, count = self.unsent, self.unsent_count
+        wire.seal_batch(batch, count)
+        _inject("flush:hand-over")
+        self.writer.write_batch(self.tid, batch, count, self.seq - 1)
+        self.unsent = None
 
     # -- interning ---------------------------------------------------------
 

@@ -18,6 +18,19 @@ The lock is never taken re-entrantly: only ``ThreadSlot.flush`` calls
 other flush, so a GC callback or signal handler running inside a write
 cannot reach the lock again.
 
+A Ctrl-C can interrupt ``write_batch`` anywhere CPython runs a signal
+handler: at the entry of a function, at a backward jump, right after a call
+returns (the eval-breaker checks); and the lock's ``acquire`` runs handlers
+while it waits.  So a slot keeps a batch it handed over ("unsent", see
+``pytrace/buffer.py``) until ``write_batch`` returns, and offers it again
+at its next flush if it did not.  ``write_batch`` makes that safe: it skips
+a batch whose sequence number it has already taken for that thread, and it
+takes a batch in one stretch of bytecode with no eval-breaker check in it,
+from the footer's counts to the raw write.  An interrupt before that stretch
+leaves the batch untaken (it is offered again); one after it finds the
+batch taken (the offer is skipped).  So every batch is in the file exactly
+once, in sequence order, and the footer counts exactly what is there.
+
 A failing disk (full, removed, unwritable) never reaches the traced program:
 the first ``OSError`` is reported once as a ``TraceWriteWarning``, writing
 stops, and what was already written stays a readable (cut-short) trace.
@@ -63,20 +76,40 @@ class Writer:
         """
         return cls(open(os.fspath(path), "wb", buffering=0), frequency, meta)
 
-    def write_batch(self, tid: int, batch: bytearray, count: int) -> None:
-        """Append the sealed ``batch`` (it holds ``count`` records) to the file."""
+    def write_batch(self, tid: int, batch: bytearray, count: int, seq: int | None = None) -> None:
+        """Append the sealed ``batch`` (it holds ``count`` records) to the file.
+
+        ``seq`` is the batch's sequence number.  Given it, offering a batch
+        again is harmless: a batch whose ``seq`` this thread's batches
+        already reached is in the file and is skipped (a thread's batches
+        are taken in sequence order, so the next one due is ``seq ==
+        batches taken``).  Without it the batch is always taken.
+        """
         with self._lock:
             if self.closed:
                 # A thread was still flushing when the trace was closed: its
                 # batch is dropped whole (and not counted in the footer).
                 return
-            # Count before writing: the write is a C call, and a Ctrl-C is
-            # raised only after a call returns, so a batch that reached the
-            # file is always counted in the footer.
             totals = self.totals.setdefault(tid, [0, 0])
+            if seq is not None and seq < totals[0]:
+                return  # taken already: an interrupt hit after the write
+            # From here to the write nothing may be a call, a function entry
+            # or a backward jump: a signal handler (Ctrl-C) would run there
+            # and leave the batch counted but not written.  The write is a C
+            # call: a handler runs once it has returned, with the bytes in
+            # the file.  (A signal does not interrupt a write to a regular
+            # file, and such a write is short only when the file cannot
+            # grow: the rest then fails too, and the trace is cut short
+            # there either way.)
             totals[0] += 1
             totals[1] += count
-            self._put(batch)
+            if self.failed is None:
+                try:
+                    written = self._file.write(batch)
+                except OSError as exc:
+                    self._fail(exc)
+                else:
+                    self._put(batch, written)
 
     def close(self) -> None:
         """Write the footer and close the file.  Call after the final flush."""
@@ -98,14 +131,14 @@ class Writer:
         except OSError:
             pass
 
-    def _put(self, data) -> None:
+    def _put(self, data, start: int = 0) -> None:
+        """Write ``data[start:]``, all of it: a raw write may take only part."""
         if self.failed is not None:
             return
-        view = memoryview(data)
+        view = memoryview(data)[start:]
         try:
-            while view:  # a raw write may take only part of the data
-                written = self._file.write(view)
-                view = view[written:]
+            while view:
+                view = view[self._file.write(view):]
         except OSError as exc:
             self._fail(exc)
         finally:
