@@ -69,6 +69,12 @@ _SMALL_LIMIT = wire.SMALL_LIMIT
 #: ``flush:hand-over`` comes right before each call of the writer.
 injector = None
 
+#: The injection points of a flush, in the order a flush passes them, and of
+#: first-time interning.  The C core calls the injector at the same points.
+FLUSH_POINTS = ("flush:start", "flush:before-swap", "flush:after-swap", "flush:hand-over",
+                "flush:end")
+INTERN_POINTS = ("intern:string", "intern:func", "intern:stack")
+
 
 #: ``flushing`` per thread: a thread that is flushing any slot starts no
 #: other flush.  A thread may flush another thread's slot (the periodic

@@ -344,8 +344,7 @@ def test_collection_outliving_the_drain_is_closed_at_the_stop(trace_path, monkey
     assert session.summary_lines()[0].endswith("; 1 still running when tracing stopped")
 
 
-INJECTION_POINTS = ["flush:start", "flush:before-swap", "flush:after-swap", "flush:end",
-                    "intern:string", "intern:func", "intern:stack"]
+INJECTION_POINTS = buffer.FLUSH_POINTS + buffer.INTERN_POINTS
 
 
 def descend(depth: int) -> None:

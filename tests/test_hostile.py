@@ -131,8 +131,7 @@ def test_library_start_on_a_directory_raises_and_leaves_nothing_running(tmp_path
     assert pytrace.validate(tmp_path / "after.pytrace").valid
 
 
-FLUSH_POINTS = ["flush:start", "flush:before-swap", "flush:after-swap", "flush:hand-over",
-                "flush:end"]
+FLUSH_POINTS = buffer.FLUSH_POINTS
 
 
 @pytest.mark.parametrize("point", FLUSH_POINTS)

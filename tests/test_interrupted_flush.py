@@ -45,8 +45,7 @@ from test_reentrancy import Ledger, TraceCheck, check_trace
 pytestmark = pytest.mark.parametrize(
     "pytrace_core", core.NAMES, indirect=True, ids=[f"core={name}" for name in core.NAMES])
 
-FLUSH_POINTS = ["flush:start", "flush:before-swap", "flush:after-swap", "flush:hand-over",
-                "flush:end"]
+FLUSH_POINTS = buffer.FLUSH_POINTS
 #: Big enough that only the test's explicit flushes hand batches over.
 BUFFER_SIZE = 64 * 1024
 EVENTS_PER_BATCH = 3

@@ -159,10 +159,7 @@ def test_check_catches_a_slot_that_writes_headers_only_for_events(trace_path, mo
 
 # -- rule 2: nobody holds a buffer across re-entry ---------------------------
 
-INJECTION_POINTS = (
-    "flush:start", "flush:before-swap", "flush:after-swap", "flush:hand-over", "flush:end",
-    "intern:string", "intern:func", "intern:stack",
-)
+INJECTION_POINTS = buffer.FLUSH_POINTS + buffer.INTERN_POINTS
 #: A buffer small enough that the workload flushes every couple of rounds.
 SMALL_BUFFER = 128
 
