@@ -18,7 +18,7 @@ import subprocess
 from contextlib import contextmanager
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 import pytrace
 from export_traces import (
@@ -241,6 +241,7 @@ def test_a_cut_trace_still_converts(tmp_path, go_env):
 @needs_go
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(script=event_scripts())
+@example(script=[(0, 0, "GCStart", 0, None), (0, 1, "GCDone", 0, 0)])  # done on another thread, same tick
 def test_any_event_sequence_gives_a_trace_go_accepts(tmp_path_factory, go_env, script):
     """Unbalanced pairs, ends before starts, events after a thread's end,
     tasks running on two threads: Go's parser and its web UI, whose startup

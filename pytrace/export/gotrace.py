@@ -466,7 +466,11 @@ class GoTraceWriter:
         if self.gc_nested:
             self.gc_nested -= 1
         elif self.gc_open is not None:
-            self._gc_done(p, ts)
+            # Done on the P that started it: Go orders the events of one P
+            # by their place in its batches, but ties in time across Ps
+            # arbitrarily, so a STW end on another P at the start's very
+            # tick could come first ("bogus STW end").
+            self._gc_done(self.gc_open, ts)
 
     def _heap(self, p: _P, ts: int, gen0, gen1, gen2, threshold0, blocks: int, rss: int) -> None:
         self._emit(p, ts, EV_HEAP_ALLOC, rss or blocks)
