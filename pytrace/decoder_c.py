@@ -1,15 +1,18 @@
 """``reader.Decoder`` with its two hot loops in C (``pytrace._core``).
 
-Per record, ``Run.decode`` reads every timed event written inline (one to
-three varints: nearly every event) straight into a C array; anything else
-(definitions, length-prefixed events, unknown or broken records) stops it,
-and the Python decoder reads that record with its own checks and messages
-and hands the loop back.  Per event, ``_core.resolve_events`` resolves the
-arguments and merges the threads in time order (ties in thread order, as
-the Python decoder's stable sort) into ``Event``s.  Where the answer would
-need the Python decoder's bookkeeping (an undefined id, a thread's clock
-going backwards, a time beyond 64 bits), it returns None and the Python
-resolution runs: ``tests/test_cores.py`` checks both give the same Trace.
+Per record, ``Run.decode`` checks every timed event written inline (one to
+three varints: nearly every event) and keeps only where each stretch of
+them lies in the trace's bytes; anything else (definitions,
+length-prefixed events, unknown or broken records) stops it, and the
+Python decoder reads that record with its own checks and messages and
+hands the loop back.  Per event, ``_core.resolve_events`` reads the
+stretches again, resolves the arguments and merges the threads in time
+order (ties in thread order, as the Python decoder's stable sort) into
+``Event``s, with no per-event Python call and no sort.  Where the answer
+would need the Python decoder's bookkeeping (an undefined id, a thread's
+clock going backwards, a time beyond 64 bits), it returns None and the
+Python resolution runs: ``tests/test_cores.py`` checks both give the same
+Trace.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ PLANS = tuple(
 class CDecoder(Decoder):
     """The same decoding as ``Decoder``, faster (see the module docstring)."""
 
+    def __init__(self, data: bytes, path: str | None = None) -> None:
+        # The runs point into the data until resolution: it must not change.
+        super().__init__(data if type(data) is bytes else bytes(data), path)
+
     def _new_run(self, tid: int):
         return core.c_module.Run(tid, KINDS)
 
@@ -50,7 +57,7 @@ class CDecoder(Decoder):
         p, ts, found = info.header_end, info.base, 0
         decode = out.decode
         while True:
-            decoded, ts, p, done = decode(data, p, end, ts, FAST, info.count)
+            decoded, ts, p, done = decode(data, p, end, ts, FAST)
             found += decoded
             if done:
                 return found, ts
