@@ -110,8 +110,17 @@ class Recorder:
             return
         self.closed = True
         self.pause_flushing()
-        self.slots.flush_all()
-        self.writer.close()
+        try:
+            self.slots.flush_all()
+        finally:
+            # A Ctrl-C in the final flush must not cost the footer nor the
+            # batches: flushing again hands over what it interrupted (a
+            # slot's unsent batch, the slots not reached yet) and the footer
+            # follows; the KeyboardInterrupt goes on to the program after.
+            try:
+                self.slots.flush_all()
+            finally:
+                self.writer.close()
 
     def abandon(self) -> None:
         """In a forked child: stop without writing (the file is the parent's)."""

@@ -260,3 +260,24 @@ def test_an_interrupt_while_an_unsent_batch_is_offered_again(tmp_path):
         run = run_interrupted_flushes(tmp_path / f"again{n}.pytrace", (entry, n))
         assert run.taken_but_unsent[0] is False
         assert run.check.problems == [], second.places[n - 1]
+
+
+def test_a_real_sigint_in_the_final_flush_still_leaves_every_batch_and_the_footer(
+        trace_path, monkeypatch):
+    """The interrupt reaches the program, and the trace is whole all the same."""
+    ledger = Ledger()
+    recorder = Recorder(trace_path, buffer_size=BUFFER_SIZE)
+    slot = recorder.slots.current()
+    write_batch_of_events(ledger, slot, "batch 0")
+
+    def injector(at: str) -> None:
+        if at == "flush:hand-over":
+            monkeypatch.setattr(buffer, "injector", None)
+            trip_sigint()
+
+    monkeypatch.setattr(buffer, "injector", injector)
+    with Sigint() as sigint, pytest.raises(KeyboardInterrupt):
+        recorder.close()
+        _eval_breaker_check()
+    assert sigint.landed_in == ["write_batch"]
+    assert check_trace(trace_path, ledger).problems == []
