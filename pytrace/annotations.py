@@ -62,9 +62,16 @@ def _not_str(what: str, value) -> TypeError:
 
 
 def _task_id(session) -> int:
-    """The innermost task of this context, if it was recorded in ``session``; else 0."""
+    """The innermost task of this context, if it was recorded in ``session``'s
+    current file; else 0."""
     innermost = _innermost.get()
-    return innermost.id if innermost is not None and innermost._session is session else 0
+    return innermost.id if innermost is not None and innermost._file is session.recorder else 0
+
+
+def _recording(session, file) -> bool:
+    """True if ``session`` is the running trace and still records ``file``
+    (a parked session that resumed records another: see ``Session.park``)."""
+    return session is not None and session is current() and session.recorder is file
 
 
 def _emit(session, kind_id: int, *args) -> None:
@@ -86,7 +93,7 @@ class task:
     not while it is active.
     """
 
-    __slots__ = ("name", "id", "parent", "_session", "_token")
+    __slots__ = ("name", "id", "parent", "_session", "_file", "_token")
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str):
@@ -95,6 +102,7 @@ class task:
         self.id = 0
         self.parent = 0
         self._session = None
+        self._file = None
         self._token = None
 
     def __enter__(self) -> "task":
@@ -106,20 +114,21 @@ class task:
             self.id = next(_task_ids)
             self.parent = _task_id(session)
             self._session = session
+            self._file = session.recorder
             self._token = _innermost.set(self)
             _emit(session, _TASK_CREATE, self.id, self.parent, self.name)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        token, session = self._token, self._session
+        token, session, file = self._token, self._session, self._file
         if token is None:
             return
-        self._token = self._session = None
+        self._token = self._session = self._file = None
         try:
             _innermost.reset(token)
         except ValueError:  # exited in another context (e.g. a generator resumed elsewhere)
             pass
-        if session is current():
+        if _recording(session, file):
             _emit(session, _TASK_END, self.id)
 
     def __repr__(self) -> str:
@@ -143,19 +152,23 @@ class region:
         if not isinstance(name, str):
             raise _not_str("region name", name)
         self.name = name
-        #: One entry per active enter: the session its start went to, or None.
+        #: One entry per active enter: (the session its start went to, its
+        #: file), or None.
         self._open: list = []
 
     def __enter__(self) -> "region":
         session = current()
-        self._open.append(session)
         if session is not None:
+            self._open.append((session, session.recorder))
             _emit(session, _REGION_START, _task_id(session), self.name)
+        else:
+            self._open.append(None)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        session = self._open.pop()
-        if session is not None and session is current():
+        started = self._open.pop()
+        if started is not None and _recording(*started):
+            session = started[0]
             _emit(session, _REGION_END, _task_id(session), self.name)
 
     def __call__(self, func):

@@ -10,7 +10,10 @@ the light Go-style mode (GC, threads, blocking, asyncio, user annotations;
 calls).  It holds one task named after the test, with the regions
 ``setup``, ``call`` and ``teardown``, so fixture cost is visible (as pytest
 runs them, a module- or session-scoped fixture is set up in the first test
-that uses it and torn down in the last).  The periodic flusher is off: a
+that uses it and torn down in the last).  The hooks stay installed from one
+test to the next, inert in between (``pytrace.session.park``): installing
+them was most of a test's tracing cost; a test whose options differ (a
+``pytrace`` marker) gets its own installed.  The periodic flusher is off: a
 test's trace is complete once its teardown ends, and the flusher's thread
 would cost more than the rest of the recording (``flush_interval=1.0`` in
 the marker turns it on for a test that may hang).  Files go
@@ -54,7 +57,7 @@ Markers:
 from __future__ import annotations
 
 import contextlib
-import gc
+import functools
 import hashlib
 import importlib
 import os
@@ -62,6 +65,7 @@ import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import _pytest
 import pluggy
@@ -69,9 +73,12 @@ import pytest
 
 import pytrace
 
-from . import session as tracing
-from .errors import TraceWarning
-from .options import Options, OptionsError
+# The recording side (``pytrace.session``, ``pytrace.options``, the hooks)
+# is imported by ``PytracePlugin``, only when pytrace records: pytest imports
+# this module in every run once pytrace is installed (issue 4).
+if TYPE_CHECKING:
+    from .options import Options
+    from .session import Session
 
 #: The user property that carries a test's trace path.
 PATH_PROPERTY = "pytrace_trace"
@@ -215,17 +222,17 @@ class GCLimits:
                    None if total is None else parse_duration(total),
                    tuple(sorted(collections.items())))
 
-    def problems(self, pauses) -> list[str]:
+    def problems(self, pauses: "GCPauses") -> list[str]:
         """The limits that ``pauses`` exceed, as sentences."""
         found = []
-        longest = max((p.duration for p in pauses), default=0)
+        longest, total = pauses.longest_pause, pauses.total
         if self.max_pause is not None and longest > self.max_pause:
             found.append(f"longest pause {_ms(longest)} > max_pause {_ms(self.max_pause)}")
-        total = sum(p.duration for p in pauses)
         if self.max_total is not None and total > self.max_total:
             found.append(f"total pause {_ms(total)} > max_total {_ms(self.max_total)}")
+        counts = dict(pauses.collections)
         for generation, allowed in self.max_collections:
-            count = sum(1 for p in pauses if p.generation == generation)
+            count = counts.get(generation, 0)
             if count > allowed:
                 found.append(f"{count} generation-{generation} collections > "
                              f"max_collections[{generation}] = {allowed}")
@@ -236,13 +243,59 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.3f} ms"
 
 
+@dataclass(frozen=True)
+class GCPauses:
+    """The collections of one trace, as the figures and the limits need them.
+
+    Taken from the GC hook, which counts them as it writes them
+    (``of_session``); reading each test's trace back cost ~0.8 ms a test
+    that collected (issue 4).  Read from the file (``of_trace``) when the
+    hook cannot tell: more pauses asked for than it keeps.
+    """
+
+    #: Nanoseconds (pytrace's clocks count nanoseconds: ticks are ns).
+    total: int = 0
+    longest_pause: int = 0
+    #: ((generation, collections), ...) for each generation that collected.
+    collections: tuple = ()
+    #: The longest pauses, longest first: ((duration, generation, innermost frame), ...).
+    longest: tuple = ()
+
+    @classmethod
+    def of_session(cls, session, path: str, top: int) -> "GCPauses":
+        hook = session.gc
+        if hook is None:  # the test's options turned GC recording off
+            return cls()
+        longest = hook.longest_pauses(top)
+        if longest is None:
+            return cls.of_trace(path, top)
+        return cls(
+            hook.total_pause, hook.longest[0],
+            tuple((g, n) for g, n in enumerate(hook.collections) if n),
+            tuple((ticks, generation, _code_frame(*where) if where else "")
+                  for ticks, generation, where in longest))
+
+    @classmethod
+    def of_trace(cls, path: str, top: int) -> "GCPauses":
+        pauses = _pauses_in(path)
+        per_generation: dict[int, int] = {}
+        for pause in pauses:
+            per_generation[pause.generation] = per_generation.get(pause.generation, 0) + 1
+        longest = sorted(pauses, key=lambda p: -p.duration)[:top]
+        return cls(
+            sum(p.duration for p in pauses), max((p.duration for p in pauses), default=0),
+            tuple(sorted(per_generation.items())),
+            tuple((p.duration, p.generation, _frame(p.stack[0]) if p.stack else "")
+                  for p in longest))
+
+
 @dataclass
 class Recording:
     """The plugin's state for the test being run."""
 
     nodeid: str
     path: str
-    session: tracing.Session | None
+    session: Session | None
     task: pytrace.task | None
     limits: GCLimits | None
     #: Why the test has no trace of its own (None if it has one).
@@ -254,16 +307,17 @@ class Recording:
     over_gc_limits: bool = False
     #: Skipped before its body ran: nothing worth keeping.
     skipped: bool = False
-    #: The process's collections so far, before the trace started and after it stopped.
-    collections_before: int = 0
-    collections_after: int = 0
+    #: The trace's collections, taken when it stopped.
+    pauses: GCPauses | None = None
     #: Clock (ns) when the trace started and stopped.
     started: int = 0
     stopped: int = 0
 
     def recording(self) -> bool:
-        """True while this test's own trace is the running one."""
-        return self.session is not None and tracing.current() is self.session
+        """True while this test's own trace is the running one (the session
+        object lives on, parked, for later tests' traces)."""
+        return (self.session is not None and not self.stopped
+                and self.session is _tracing().current())
 
 
 @dataclass(frozen=True)
@@ -288,6 +342,8 @@ class PytracePlugin:
     """Registered only when pytrace is enabled: records, checks limits, summarizes."""
 
     def __init__(self, settings: Settings) -> None:
+        from .options import Options
+
         self.settings = settings
         #: The options' defaults without calls (the light Go-style mode), and
         #: without the periodic flusher, whose thread added ~1.4 ms per test
@@ -302,6 +358,7 @@ class PytracePlugin:
         """Import the hooks of the default mode now, so that the first test's
         trace does not hold their import (its time, and the collections it
         triggers)."""
+        tracing = _tracing()
         for option, module in tracing.HOOKS:
             if getattr(self.light, option):
                 importlib.import_module(f"{tracing.__package__}.hooks.{module}")
@@ -311,6 +368,7 @@ class PytracePlugin:
 
     def pytest_unconfigure(self, config):
         self._end_recording()  # a run interrupted in the middle of a test
+        _tracing().unpark()
 
     # -- recording -----------------------------------------------------------
 
@@ -341,7 +399,12 @@ class PytracePlugin:
             self._end_recording()
 
     def _begin(self, item) -> Recording:
-        """Start the test's trace, unless its markers are wrong."""
+        """Start the test's trace, unless its markers are wrong.  The hooks
+        stay installed from one test to the next (``session.park``), unless
+        the test's options differ from the last traced test's."""
+        from .options import OptionsError
+
+        tracing = _tracing()
         path = os.path.join(self.settings.directory, trace_file_name(item.nodeid))
         test = Recording(item.nodeid, path, None, None, None)
         try:
@@ -359,7 +422,6 @@ class PytracePlugin:
         if running is not None:
             test.note = f"a trace was already running ({running.path}); the test is in it"
             return test
-        test.collections_before = _collections()
         try:
             test.session = tracing.start(path, options=options)
             test.session.on_superseded = self._yield_to_test_trace
@@ -371,6 +433,8 @@ class PytracePlugin:
         return test
 
     def _options(self, item) -> Options:
+        from .options import Options, OptionsError
+
         marks = list(item.iter_markers("pytrace"))
         if not marks:
             return self.light
@@ -392,13 +456,15 @@ class PytracePlugin:
         test = self.current
         if test is None or test.session is None or test.stopped:
             return
+        recording = test.recording()
         test.stopped = time.perf_counter_ns()
-        if test.recording():
+        if recording:
             test.task.__exit__(None, None, None)
-            tracing.stop()
+            _tracing().park()
         else:
             test.session.stop()
-        test.collections_after = _collections()
+        # Now, while the (parked) session's GC counts are this trace's.
+        test.pauses = GCPauses.of_session(test.session, test.path, self.settings.top)
 
     def _yield_to_test_trace(self) -> None:
         """The test is about to start a trace of its own: end and drop ours."""
@@ -427,7 +493,8 @@ class PytracePlugin:
             self.current = None
             figures = self._figures(test)
             if figures is not None:
-                setattr(report, RESULT_ATTRIBUTE, asdict(figures))
+                # Its fields are plain data already: no deep copy (``asdict``) needed.
+                setattr(report, RESULT_ATTRIBUTE, dict(vars(figures)))
             exists = figures is not None and figures.path is not None
         else:
             exists = test.note is None and not test.skipped
@@ -443,12 +510,11 @@ class PytracePlugin:
             report.outcome = "failed"
             report.longrepr = f"gc_limits cannot be checked: {test.note}"
             return
-        test.session.slots.flush_all()  # the file is unbuffered: now it holds every event
-        pauses = _pauses_in(test.path)
-        problems = test.limits.problems(pauses)
+        problems = test.limits.problems(GCPauses.of_session(test.session, test.path, 0))
         if not problems:
             return
-        worst = max(pauses, key=lambda p: p.duration)
+        test.session.slots.flush_all()  # the file is unbuffered: now it holds every event
+        worst = max(_pauses_in(test.path), key=lambda p: p.duration)
         stack = "\n".join(f"    {line}" for line in _up_to_pytest(worst.stack or ()))
         test.over_gc_limits = True
         report.outcome = "failed"
@@ -465,22 +531,14 @@ class PytracePlugin:
             if test.session is not None:
                 os.remove(test.path)
             return None if test.skipped else Figures(test.nodeid, note=test.note)
-        # Reading costs ~0.1 ms: skip it when no collection ran while tracing.
-        no_gc = test.collections_after == test.collections_before
-        pauses = [] if no_gc else _pauses_in(test.path)
-        longest = sorted(pauses, key=lambda p: -p.duration)[:self.settings.top]
-        per_generation: dict[int, int] = {}
-        for pause in pauses:
-            per_generation[pause.generation] = per_generation.get(pause.generation, 0) + 1
+        pauses = test.pauses
         kept = self.settings.keep == "all" or test.failed
         size = os.path.getsize(test.path)
         if not kept:
             os.remove(test.path)
         return Figures(
             test.nodeid, test.path if kept else None, size, test.stopped - test.started,
-            sum(p.duration for p in pauses), tuple(sorted(per_generation.items())),
-            tuple((p.duration, p.generation, _frame(p.stack[0]) if p.stack else "")
-                  for p in longest))
+            pauses.total, pauses.collections, pauses.longest)
 
     # -- summary -------------------------------------------------------------
 
@@ -501,19 +559,28 @@ class PytracePlugin:
 def _pauses_in(path) -> list:
     """Every collection in the trace at ``path``, which may still be recording."""
     from .analysis import collect_pauses  # on first use: an inert plugin imports no analysis
+    from .errors import TraceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TraceWarning)  # no footer yet: "cut short"
         return collect_pauses(pytrace.read(path))[0]
 
 
-def _collections() -> int:
-    """Collections of every generation so far in this process."""
-    return sum(generation["collections"] for generation in gc.get_stats())
+@functools.cache
+def _tracing():
+    """``pytrace.session``, imported when first needed (see the imports)."""
+    from . import session
+
+    return session
 
 
 def _frame(frame) -> str:
     return f"{frame.func} ({frame.file}:{frame.line})"
+
+
+def _code_frame(code, line: int) -> str:
+    """``_frame`` of the frame that the trace writes for ``code`` at ``line``."""
+    return f"{code.co_qualname} ({code.co_filename}:{line})"
 
 
 def _up_to_pytest(stack) -> list[str]:

@@ -1,10 +1,13 @@
 """A tracing session: the recorder plus the hooks that feed it.
 
 ``start``/``stop``/``trace`` are the library faces; the CLI and the pytest
-plugin call them too.  Hooks live in ``pytrace.hooks``; each module there has
-``install(session) -> uninstall`` and talks to the trace only through the
-session's helpers below, which reach the calling thread's slot at the moment
-of writing.
+plugin call them too.  ``park`` is a ``stop`` that leaves the hooks
+installed, inert, for the next ``start`` with the same options to record its
+new file with (the pytest plugin's trace per test).  Hooks live in
+``pytrace.hooks``; each module there has ``install(session) -> uninstall``
+(and calls ``session.follow`` if it can be parked) and talks to the trace
+only through the session's helpers below, which reach the calling thread's
+slot at the moment of writing.
 
 The tracer never raises into user code: hooks catch their own exceptions and
 call ``session.fail``, which stops tracing with one warning and leaves a valid
@@ -67,22 +70,24 @@ def is_own_code(filename: str) -> bool:
 
 
 class Session:
-    """One trace being recorded."""
+    """One trace being recorded; parked, the hooks of one waiting for the next file."""
 
     def __init__(self, path, options: Options) -> None:
         self.options = options
         self.path = os.fspath(path)
-        try:
-            self.recorder = Recorder(self.path, options.buffer_size,
-                                     flush_interval=options.flush_interval)
-        except OSError as exc:
-            raise TracerError(
-                f"cannot write the trace to {self.path}: {exc.strerror or exc}; "
-                f"choose a writable file path") from None
+        self.recorder = self._open(self.path)
         self.slots = self.recorder.slots
         self._uninstall: list = []
+        #: ``(pause, resume)`` of each installed hook that can follow the
+        #: session into another file (see ``follow``).
+        self._followers: list = []
+        #: True while every installed hook can follow (see ``park``).
+        self.parkable = True
         #: Callables returning lines for the end-of-run summary, added by hooks.
         self.summaries: list = []
+        #: The GC hook (``hooks.gcevents.GCHook``) once installed: the figures
+        #: of the file recorded last, without reading it back.
+        self.gc = None
         #: If set, ``start()`` of another trace calls it (it must stop this
         #: session) instead of refusing: the owner of this session gives way.
         self.on_superseded = None
@@ -90,19 +95,76 @@ class Session:
         self.stopped = False
         self.failure: BaseException | None = None
 
+    def _open(self, path: str) -> Recorder:
+        try:
+            return Recorder(path, self.options.buffer_size,
+                            flush_interval=self.options.flush_interval)
+        except OSError as exc:
+            raise TracerError(
+                f"cannot write the trace to {path}: {exc.strerror or exc}; "
+                f"choose a writable file path") from None
+
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         try:
             if self.options.children:
                 from . import children
-                self._uninstall.append(children.install(self))
+                self._install(children)
             for option, module in HOOKS:
                 if getattr(self.options, option):
-                    hook = importlib.import_module(f".hooks.{module}", __package__)
-                    self._uninstall.append(hook.install(self))
+                    self._install(importlib.import_module(f".hooks.{module}", __package__))
         except BaseException:
             self.stop()
+            raise
+
+    def _install(self, hook) -> None:
+        followers = len(self._followers)
+        self._uninstall.append(hook.install(self))
+        if len(self._followers) == followers:
+            self.parkable = False
+
+    def follow(self, pause, resume) -> None:
+        """For a hook's ``install``: the hook can follow the session from one
+        file to the next.  ``pause()`` makes it inert and closes in the file
+        being finished what it has open there; ``resume()``, with the next
+        file in place, writes what its install writes first (the threads
+        already running, ...) and makes it record again."""
+        self._followers.append((pause, resume))
+
+    def park(self) -> bool:
+        """Finish the file as ``stop`` does, but keep the hooks installed and
+        inert, for ``resume`` to record the next file without installing
+        them again (``pytest --pytrace`` traces each test into its own file:
+        installing the hooks was most of a test's tracing cost, issue 4).
+        Stops instead, and returns False, if a hook cannot follow."""
+        if not self.parkable:
+            self.stop()
+            return False
+        if self.stopped:
+            return False
+        try:
+            for pause, _ in reversed(self._followers):
+                pause()
+        except Exception as exc:
+            self._warn(f"pytrace could not pause a hook cleanly: {exc!r}")
+            self.stop()
+            return False
+        self._close_recorder()
+        return True
+
+    def resume(self, path) -> None:
+        """Record into ``path``, a new file that holds everything a fresh
+        start would write there, and only what happens from now on."""
+        try:
+            path = os.fspath(path)
+            recorder = self._open(path)
+            self.path, self.recorder, self.slots = path, recorder, recorder.slots
+            self.on_superseded = None
+            for _, resume in self._followers:
+                resume()
+        except BaseException:
+            self.stop()  # removes the hooks: nobody else would
             raise
 
     def stop(self) -> None:
@@ -117,6 +179,10 @@ class Session:
             except Exception as exc:  # never let cleanup hide the trace
                 self._warn(f"pytrace could not remove a hook cleanly: {exc!r}")
         self._uninstall.clear()
+        self._followers.clear()
+        self._close_recorder()
+
+    def _close_recorder(self) -> None:
         try:
             self.recorder.close()
         except Exception as exc:  # stop() runs inside user code: never raise there
@@ -141,7 +207,10 @@ class Session:
         self.failure = exc
         self._warn(f"pytrace stopped tracing after an internal error: {exc!r}; "
                    f"the trace up to this point is valid: {self.path}")
-        stop()
+        if current() is self:
+            stop()
+        else:  # parked, or already given way
+            self.stop()
 
     def summary_lines(self) -> list[str]:
         """A few lines about what was recorded, contributed by the hooks."""
@@ -176,6 +245,8 @@ class Session:
 
 
 _session: Session | None = None
+#: The session ``park`` left waiting with its hooks installed, or None.
+_parked: Session | None = None
 _session_lock = threading.Lock()
 
 
@@ -185,8 +256,12 @@ def current() -> Session | None:
 
 
 def start(path, **options) -> Session:
-    """Start tracing into ``path``.  Options: see ``pytrace.options.Options``."""
-    global _session
+    """Start tracing into ``path``.  Options: see ``pytrace.options.Options``.
+
+    A parked session (``park``) with the same options records the new file
+    with the hooks it has installed; one with other options is stopped first.
+    """
+    global _session, _parked
     opts = options.pop("options", None) or Options.from_kwargs(**options)
     running = _session
     if running is not None and running.on_superseded is not None:
@@ -195,10 +270,21 @@ def start(path, **options) -> Session:
         if _session is not None:
             raise TracerError(
                 f"a trace is already being recorded to {_session.path}; call pytrace.stop() first")
-        session = Session(path, opts)
+        parked, _parked = _parked, None
+        reuse = parked is not None and not parked.stopped and parked.options == opts
+        try:
+            session = parked if reuse else Session(path, opts)
+        except BaseException:
+            _parked = parked  # e.g. an unwritable path: the parked session stays as it was
+            raise
         _session = session
     try:
-        session.start()
+        if reuse:
+            session.resume(path)
+        else:
+            if parked is not None:
+                parked.stop()  # its hooks go before the new session's come
+            session.start()
     except BaseException:
         with _session_lock:
             _session = None
@@ -214,6 +300,36 @@ def stop() -> Session | None:
     if session is not None:
         session.stop()
     return session
+
+
+def park() -> Session | None:
+    """Stop tracing and finish the file, but keep the hooks installed, inert,
+    for the next ``start`` with the same options (see ``Session.park``); a
+    session whose hooks cannot all follow it is stopped.  Returns the
+    session (None if none ran)."""
+    global _session, _parked
+    with _session_lock:
+        session, _session = _session, None
+    if session is None or not session.park():
+        return session
+    with _session_lock:
+        # Another session may have started meanwhile (on another thread):
+        # then this one is no longer worth keeping.
+        keep = _session is None and _parked is None
+        if keep:
+            _parked = session
+    if not keep:
+        session.stop()
+    return session
+
+
+def unpark() -> None:
+    """Remove the hooks of the parked session, if any."""
+    global _parked
+    with _session_lock:
+        session, _parked = _parked, None
+    if session is not None:
+        session.stop()
 
 
 def _before_fork() -> None:
@@ -232,8 +348,11 @@ def _after_fork_in_parent() -> None:
 
 def _stop_in_forked_child() -> None:
     """A forked child never writes into its parent's trace: it stops tracing."""
-    global _session
+    global _session, _parked
     session, _session = _session, None
+    if session is not None:
+        session.abandon()
+    session, _parked = _parked, None
     if session is not None:
         session.abandon()
 

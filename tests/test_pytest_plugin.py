@@ -8,7 +8,9 @@ so that only the ``gc.collect`` calls of its tests collect.
 
 from __future__ import annotations
 
+import gc
 import re
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -320,6 +322,31 @@ def test_summary_counts_the_collections_each_test_made(pytester):
     assert "(top 1)" in summary and summary.count("test_inner_gc.py::") == 2  # one row per table
 
 
+def test_more_longest_pauses_than_the_gc_hook_keeps_are_read_from_the_trace(
+        pytester, monkeypatch):
+    from pytrace.hooks import gcevents
+
+    monkeypatch.setattr(gcevents, "LONGEST_KEPT", 1)
+    pytester.makeconftest(NO_AUTOMATIC_GC)
+    pytester.makepyfile(test_inner_many="""
+        import gc
+
+        def test_three():
+            gc.collect(0); gc.collect(1); gc.collect(2)
+    """)
+    result = pytester.runpytest("--pytrace", "--pytrace-top=2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    pauses = pauses_of(trace_of(pytester, "test_inner_many.py::test_three"))
+    first, second = sorted(pauses, key=lambda p: -p.duration)[:2]
+    result.stdout.fnmatch_lines([
+        "longest single pauses (top 2):",
+        "*",
+        f"*{first.duration / 1e6:.3f} ms*{first.generation}*test_inner_many.py::test_three",
+        "*at test_three (test_inner_many.py:*)",
+        f"*{second.duration / 1e6:.3f} ms*{second.generation}*test_inner_many.py::test_three",
+    ])
+
+
 def test_inert_without_the_option(pytester):
     pytester.makepyfile(test_inner_inert="""
         import gc
@@ -338,6 +365,74 @@ def test_inert_without_the_option(pytester):
     result.assert_outcomes(passed=1)
     assert not (pytester.path / ".pytrace").exists()
     assert "= pytrace =" not in result.stdout.str()
+
+
+def test_an_inert_run_imports_no_recording_or_reading_module(pytester):
+    """pytest imports the installed plugin in every run: without --pytrace,
+    it must not import the tracer or the reader (issue 4)."""
+    pytester.makepyfile(test_inner_lazy="""
+        import sys
+
+        def test_nothing_is_imported():
+            loaded = {m for m in sys.modules if m.startswith("pytrace.")}
+            # The core is chosen at import (a wrong PYTRACE_CORE fails there).
+            assert loaded <= {"pytrace.pytest_plugin", "pytrace.core", "pytrace.events",
+                              "pytrace._core"}
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
+
+
+ROTATION_CONFTEST = NO_AUTOMATIC_GC + """
+import gc
+import pytrace
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":  # between two tests: in no test's trace
+        pytrace.log("between", report.nodeid)
+        gc.collect(2)
+"""
+
+
+def test_tests_share_the_hooks_yet_each_trace_holds_only_its_own_test(pytester):
+    pytester.makeconftest(ROTATION_CONFTEST)
+    pytester.makepyfile(test_inner_rotation="""
+        import gc
+        import time
+        import pytest
+        import pytrace
+
+        installed = []
+
+        def test_first():
+            installed.append((time.sleep, list(gc.callbacks)))
+            gc.collect(2)
+            gc.collect(2)
+            pytrace.log("test", "first")
+
+        @pytest.mark.gc_limits(max_collections={2: 0})
+        def test_second():
+            # The hooks were not installed again: the GC hook's callbacks are the same objects.
+            assert (time.sleep, gc.callbacks) == installed[0]
+            pytrace.log("test", "second")
+
+        @pytest.mark.pytrace(blocking=False)
+        def test_other():
+            assert time.sleep is not installed[0][0]
+            assert gc.callbacks != installed[0][1]
+            pytrace.log("test", "other")
+    """)
+    original_sleep, callbacks = time.sleep, list(gc.callbacks)
+    result = pytester.runpytest("--pytrace", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert time.sleep is original_sleep and gc.callbacks == callbacks  # all removed at the end
+    for name in ("first", "second", "other"):
+        path = trace_of(pytester, f"test_inner_rotation.py::test_{name}")
+        assert pytrace.validate(path).valid
+        trace = pytrace.read(path)
+        assert [e.arg("message") for e in trace.events if e.name == "UserLog"] == [name]
+        assert len(pauses_of(path)) == (2 if name == "first" else 0)
+    result.stdout.fnmatch_lines(["GC: 2 collections (gen2 2), *"])
 
 
 @pytest.mark.parametrize("ini_file, text", [

@@ -75,6 +75,8 @@ class AsyncioHook:
         self.task_types: tuple = ()
         self.naming_creators: frozenset = frozenset()
         self.finder: _AfterImport | None = None
+        #: False once uninstalled (a parked session's hook stays installed, inert).
+        self.installed = True
 
     # -- patching ------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class AsyncioHook:
     def patch_after_import(self, asyncio) -> None:
         """``patch``, for the program's first ``import asyncio``: never fails
         the import, and does nothing if tracing stopped meanwhile."""
-        if _active is not self:
+        if not self.installed:
             return
         try:
             self.patch(asyncio)
@@ -148,13 +150,29 @@ class AsyncioHook:
         number, _ = self.numbers.pop(id(task))
         slot.emit_small(TASK_DONE, number)
 
+    # -- a parked session ----------------------------------------------------
+
+    def pause(self) -> None:
+        """The replacements pass straight through until ``resume``."""
+        global _active
+        _active = None
+
+    def resume(self) -> None:
+        """The next file numbers its tasks from 1, as an install's does; a task
+        announced in an earlier file is announced again at its next step."""
+        global _active
+        self.numbers = {}
+        self._next_number = itertools.count(1).__next__
+        _active = self
+
     def step(self, handle, run, task):
         """Run the handle ``handle`` (``run`` is the original ``Handle._run``),
         a step of ``task``, as one run slice."""
         number = None
+        slots = self.session.slots
         try:
             number = self.number(task)
-            slot = self.session.slots.current()
+            slot = slots.current()
             if number is None:
                 number = self._announce(slot, task, 0, task.get_name())
             slot.emit_small(TASK_RUN, number)
@@ -163,7 +181,8 @@ class AsyncioHook:
         try:
             return run(handle)
         finally:
-            if _active is self and number is not None:
+            # Not if tracing stopped, or went on into another file, during the step.
+            if _active is self and number is not None and self.session.slots is slots:
                 try:
                     slot = self.session.slots.current()
                     slot.emit_small(TASK_PAUSE, number)
@@ -278,8 +297,10 @@ def install(session):
             hook.finder.insert()
 
     withdraw = activate(hook, globals(), patch)
+    session.follow(hook.pause, hook.resume)
 
     def uninstall() -> None:
+        hook.installed = False
         withdraw()
         if hook.finder is not None:
             hook.finder.remove()

@@ -168,30 +168,44 @@ class BlockingHook:
             frame = frame.f_back
         return REASON["condition"] if reason is None else reason
 
-    def begin(self, kind: int, arg, frame) -> bool:
+    def begin(self, kind: int, arg, frame):
         """Write Block(arg) or SysCall(func named arg) for a wait called from
-        ``frame``; False if it is not to be recorded."""
+        ``frame``; return the slots of the file written to (for ``end``), or
+        None if the wait is not to be recorded."""
         if self.is_own(frame):
-            return False
+            return None
         session = self.session
         try:
-            slot = session.slots.current()
+            slots = session.slots
+            slot = slots.current()
             if kind == SYSCALL:
                 arg = slot.func_id(("syscall", arg), arg, "", 0)
             slot.emit(kind, arg, session.stack_id(slot, frame))
-            return True
+            return slots
         except Exception as exc:
             session.fail(exc)
-            return False
+            return None
 
-    def end(self, kind: int) -> None:
-        """Write the Unblock or SysCallEnd that closes a ``kind`` wait."""
-        if _active is not self:  # tracing stopped (or restarted) during the wait
-            return
+    def end(self, kind: int, slots) -> None:
+        """Write the Unblock or SysCallEnd that closes a ``kind`` wait begun
+        in the file of ``slots``."""
+        if _active is not self or self.session.slots is not slots:
+            return  # tracing stopped, or went on into another file, during the wait
         try:
-            self.session.slots.current().emit_small(UNBLOCK if kind == BLOCK else SYSCALL_END, -1)
+            slots.current().emit_small(UNBLOCK if kind == BLOCK else SYSCALL_END, -1)
         except Exception as exc:
             self.session.fail(exc)
+
+    # -- a parked session ----------------------------------------------------
+
+    def pause(self) -> None:
+        """The replacements pass straight through until ``resume``."""
+        global _active
+        _active = None
+
+    def resume(self) -> None:
+        global _active
+        _active = self
 
 
 def _observed(kind: int, arg, frame, call, /, *args, **kwargs):
@@ -202,14 +216,15 @@ def _observed(kind: int, arg, frame, call, /, *args, **kwargs):
     if hook is None:
         return call(*args, **kwargs)
     ident = get_ident()
-    if ident in hook.inside or not hook.begin(kind, arg, frame):
+    slots = None if ident in hook.inside else hook.begin(kind, arg, frame)
+    if slots is None:
         return call(*args, **kwargs)
     hook.inside.add(ident)
     try:
         return call(*args, **kwargs)
     finally:
         hook.inside.discard(ident)
-        hook.end(kind)
+        hook.end(kind, slots)
 
 
 def _replacement(original, kind: int, describe):
@@ -478,22 +493,42 @@ class TracedSimpleQueue(_Wrapper, metaclass=_Standin):
             raise
 
 
-def _selector_classes():
-    """Every concrete selector class that defines its own ``select``."""
+@functools.cache
+def _selector_classes() -> tuple:
+    """Every concrete selector class that defines its own ``select`` (looked
+    up once: ``selectors`` defines them at import)."""
     found = []
     for value in vars(selectors).values():
         if (isinstance(value, type) and issubclass(value, selectors.BaseSelector)
                 and value is not selectors.BaseSelector and "select" in vars(value)
                 and value not in found):
             found.append(value)
-    return found
+    return tuple(found)
+
+
+#: (owner, name) -> (original, its replacement), for ``_reusable_replacement``.
+_made: dict[tuple, tuple] = {}
+
+
+def _reusable_replacement(owner, name: str, original, kind: int, describe):
+    """The replacement of ``owner.name``, currently ``original``: built once
+    and given to every later install while the original stays the same.
+    A replacement holds nothing of a session (it finds the hook in
+    ``_active`` at each call), and building the ~25 of them anew
+    (``functools.wraps``) was most of the cost of starting a trace, which
+    ``pytest --pytrace`` does for every test (issue 4)."""
+    made = _made.get((owner, name))
+    if made is None or made[0] is not original:
+        made = _made[(owner, name)] = (original, _replacement(original, kind, describe))
+    return made[1]
 
 
 def install(session):
     hook = BlockingHook(session)
 
     def replace(owner, name: str, kind: int, describe) -> None:
-        hook.patches.replace(owner, name, lambda original: _replacement(original, kind, describe))
+        hook.patches.replace(owner, name, lambda original: _reusable_replacement(
+            owner, name, original, kind, describe))
 
     def patch() -> None:
         hook.patches.replace(threading, "Lock", lambda original: TracedLock)
@@ -512,4 +547,6 @@ def install(session):
         replace(os, "read", SYSCALL, _named("os.read"))
         replace(os, "write", SYSCALL, _named("os.write"))
 
-    return activate(hook, globals(), patch)
+    uninstall = activate(hook, globals(), patch)
+    session.follow(hook.pause, hook.resume)
+    return uninstall

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import _thread
 import gc
+import heapq
+import os
 import sys
 import threading
 import time
@@ -46,7 +48,7 @@ import psutil
 
 from .. import core, events
 from ..recorder import CLOCK_FREQUENCY
-from ..session import OWN_THREAD_PREFIX
+from ..session import OWN_THREAD_PREFIX, is_own_code
 from .sampler import Ticker
 
 GC_START = events.BY_NAME["GCStart"].id
@@ -59,23 +61,35 @@ DRAIN_TIMEOUT = 2.0
 _STARTING = "starting"
 #: A thread's state while its "stop" callback writes GCDone.
 _ENDING = "ending"
+#: Most pauses of a file that ``GCHook.longest_pauses`` keeps.
+LONGEST_KEPT = 32
 
 
 class GCHook:
-    """The two ``gc.callbacks`` entries, the per-thread collection states and the summary."""
+    """The two ``gc.callbacks`` entries, the per-thread collection states, and
+    the figures of the current file: counts, total and longest pauses (the
+    summary's, and the pytest plugin's, which would otherwise read each
+    test's trace back: ~0.8 ms a test)."""
 
     def __init__(self, session) -> None:
         self.session = session
-        self._memory_info = psutil.Process().memory_info
+        self._memory_info = _memory_info()
         #: False once uninstall began: collections starting after that are not recorded.
         self.recording = True
-        #: thread ident -> _STARTING, (generation, GCStart ticks), or _ENDING.
+        #: thread ident -> _STARTING, (generation, GCStart ticks, where), or
+        #: _ENDING; ``where`` is ``(code, line)`` of the innermost frame of the
+        #: stack written with GCStart, or None if it is empty.
         self._open: dict = {}
+        self._reset_figures()
+        self._ticker = None
+
+    def _reset_figures(self) -> None:
         self.collections = [0, 0, 0]
         self.cut_short = 0
         self.total_pause = 0
         self.longest = (0, 0)  # (ticks, generation)
-        self._ticker = None
+        #: A min-heap of the ``LONGEST_KEPT`` longest pauses: (ticks, -order, generation, where).
+        self._longest_kept: list = []
 
     # -- the callbacks -------------------------------------------------------
 
@@ -93,9 +107,12 @@ class GCHook:
         session = self.session
         try:
             slot = session.slots.current()
+            # No local holds this frame: it would make a cycle, garbage that
+            # the collection about to run would count as the program's.
+            where = _where(sys._getframe())
             stack = session.stack_id(slot, sys._getframe())
-            slot.emit(GC_START, info["generation"], stack)
-            self._open[ident] = (info["generation"], slot.last)
+            slot.emit(GC_START, info["generation"], stack)  # the last thing before the collection
+            self._open[ident] = (info["generation"], slot.last, where)
         except Exception as exc:
             self._open.pop(ident, None)
             session.fail(exc)
@@ -132,8 +149,13 @@ class GCHook:
             return 0
 
     def _account(self, started: tuple, done_ticks: int) -> None:
-        generation, start_ticks = started
+        generation, start_ticks, where = started
         pause = done_ticks - start_ticks
+        kept = (pause, -sum(self.collections), generation, where)
+        if len(self._longest_kept) < LONGEST_KEPT:
+            heapq.heappush(self._longest_kept, kept)
+        else:
+            heapq.heappushpop(self._longest_kept, kept)
         self.collections[generation] += 1
         self.total_pause += pause
         if pause > self.longest[0]:
@@ -142,10 +164,7 @@ class GCHook:
     # -- install / uninstall -------------------------------------------------
 
     def install(self) -> None:
-        interval = self.session.options.heap_interval
-        if interval > 0:  # first: if the thread cannot start, nothing is left registered
-            self._ticker = Ticker(self.session, OWN_THREAD_PREFIX + "heap", interval,
-                                  self.emit_heap_counters)
+        self._start_ticker()  # first: if the thread cannot start, nothing is left registered
         self.on_start = _passing_ctrl_c(self.on_start)
         self.on_stop = _passing_ctrl_c(self.on_stop)
         if core.name == "c":
@@ -157,15 +176,40 @@ class GCHook:
         gc.callbacks.insert(0, self.on_stop)
         gc.callbacks.append(self.on_start)
         self.session.summaries.append(self.summary)
+        self.session.gc = self
+        self.session.follow(self.pause, self.resume)
+
+    def _start_ticker(self) -> None:
+        interval = self.session.options.heap_interval
+        if interval > 0:
+            self._ticker = Ticker(self.session, OWN_THREAD_PREFIX + "heap", interval,
+                                  self.emit_heap_counters)
+
+    def _stop_recording(self) -> None:
+        """No new collection is recorded; the running ones get their chance to finish."""
+        self.recording = False
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.stop()
+        self._drain()
 
     def uninstall(self) -> None:
-        self.recording = False
-        if self._ticker is not None:
-            self._ticker.stop()
-        self._drain()
+        self._stop_recording()
         gc.callbacks.remove(self.on_start)
         gc.callbacks.remove(self.on_stop)
         self._close_open_collections()
+
+    def pause(self) -> None:
+        """The session parks: the callbacks stay, recording nothing, and a
+        collection still open is closed in the file being finished."""
+        self._stop_recording()
+        self._close_open_collections()
+
+    def resume(self) -> None:
+        """The session records a new file: its figures start from zero."""
+        self._reset_figures()
+        self._start_ticker()
+        self.recording = True
 
     def _drain(self) -> None:
         """Wait (bounded) for collections running on other threads to write their GCDone.
@@ -192,6 +236,18 @@ class GCHook:
                 self._account(started, slot.last)
                 self.cut_short += 1
 
+    # -- figures -------------------------------------------------------------
+
+    def longest_pauses(self, count: int) -> list | None:
+        """The ``count`` longest pauses of the current file, longest first
+        (of equal ones the earlier first), as ``(ticks, generation, where)``
+        with ``where`` as in ``_open``; None if the file has more
+        collections than this hook keeps (read the file then)."""
+        if count > LONGEST_KEPT and sum(self.collections) > LONGEST_KEPT:
+            return None
+        ordered = sorted(self._longest_kept, key=lambda kept: (-kept[0], -kept[1]))
+        return [(ticks, generation, where) for ticks, _, generation, where in ordered[:count]]
+
     # -- summary -------------------------------------------------------------
 
     def summary(self) -> list[str]:
@@ -207,6 +263,31 @@ class GCHook:
         if self.cut_short:
             line += f"; {self.cut_short} still running when tracing stopped"
         return [line]
+
+
+#: (pid, ``psutil.Process(pid).memory_info``) of the last ``_memory_info`` call.
+_process: tuple | None = None
+
+
+def _memory_info():
+    """This process's ``psutil`` memory reader.  Made once per process rather
+    than per trace: ``psutil.Process()`` reads ``/proc`` (~15 us), and
+    ``pytest --pytrace`` starts a trace per test (issue 4).  A forked child
+    gets its own."""
+    global _process
+    pid = os.getpid()
+    if _process is None or _process[0] != pid:
+        _process = (pid, psutil.Process(pid).memory_info)
+    return _process[1]
+
+
+def _where(frame) -> tuple | None:
+    """``(code, line)`` of the innermost frame at or above ``frame`` that is
+    not pytrace's (the first frame of the stack ``session.stack_id`` writes),
+    or None if there is none."""
+    while frame is not None and is_own_code(frame.f_code.co_filename):
+        frame = frame.f_back
+    return None if frame is None else (frame.f_code, frame.f_lineno or 0)
 
 
 def _passing_ctrl_c(callback):

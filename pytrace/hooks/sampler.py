@@ -120,9 +120,21 @@ class Sampler:
 
 
 def install(session):
-    # The thread that starts tracing is traced even if no other hook has
-    # written for it yet.
-    session.slots.current()
-    ticker = Ticker(session, OWN_THREAD_PREFIX + "sampler", 1 / session.options.sample_rate,
-                    Sampler(session).sample)
-    return ticker.stop
+    sampler = Sampler(session)
+    tickers = []
+
+    def resume() -> None:
+        # The thread that starts tracing is traced even if no other hook has
+        # written for it yet.
+        session.slots.current()
+        tickers.append(Ticker(session, OWN_THREAD_PREFIX + "sampler",
+                              1 / session.options.sample_rate, sampler.sample))
+
+    def pause() -> None:
+        """No sampling while the session is parked: the thread ends."""
+        if tickers:
+            tickers.pop().stop()
+
+    resume()
+    session.follow(pause, resume)
+    return pause

@@ -14,13 +14,15 @@ uninstall, see ``pytrace.hooks.patches``):
   retires the slot, because the OS reuses idents.  ``join()`` returns only
   after this, so a joined thread's events are all in the trace.
 
-Threads already running at install get ``ThreadStart`` at install (no
-``ThreadCreate``: their creation was not seen, as Go does for goroutines
-that exist when tracing starts), timestamped at install: the installing
-thread through its own slot, every other thread of ``threading.enumerate()``
-in a slot that is filled *before* it is published, so its owner never races
-with the write.  They get no ``ThreadEnd`` (nothing of theirs runs through
-the hook); their timeline just stops.
+Threads already running at install, or when a parked session resumes into
+a new file (``session.park``), get ``ThreadStart`` then (no ``ThreadCreate``:
+their creation was not seen, as Go does for goroutines that exist when
+tracing starts): the installing thread through its own slot, every other
+thread of ``threading.enumerate()`` in a slot that is filled *before* it is
+published, so its owner never races with the write.  Those that started
+before the hook was installed get no ``ThreadEnd`` (nothing of theirs runs
+through the hook); their timeline just stops.  One started under the hook,
+in an earlier file of the parked session, ends with ``ThreadEnd`` as usual.
 
 pytrace's own threads (named ``pytrace-...``, or started from pytrace's
 code) are not the program's: they get no thread events.
@@ -62,6 +64,7 @@ class ThreadsHook:
 
     def __init__(self, session) -> None:
         self.session = session
+        #: The slots of the session's current file.
         self.slots = session.slots
         #: id(Thread) -> the child's reserved tid, from ``start`` until the
         #: child's ``_bootstrap`` takes it (the parent keeps the object alive
@@ -111,6 +114,23 @@ class ThreadsHook:
             self.slots.retire(threading.get_ident())
         except Exception as exc:
             self.session.fail(exc)
+
+    # -- a parked session ----------------------------------------------------
+
+    def pause(self) -> None:
+        """The replacements pass straight through until ``resume``.  A thread
+        announced in the finished file and not running yet gets no
+        ThreadStart in the next one (its tid was that file's)."""
+        global _active
+        _active = None
+        self._children.clear()
+
+    def resume(self) -> None:
+        """The next file starts as an install's does: ThreadStart for every thread alive."""
+        global _active
+        self.slots = self.session.slots
+        self.announce_running()
+        _active = self
 
     # -- threads running at install ------------------------------------------
 
@@ -194,4 +214,6 @@ def install(session):
         hook.patches.replace(threading.Thread, "start", _wrap_start)
         hook.patches.replace(threading.Thread, "_bootstrap", _wrap_bootstrap)
 
-    return activate(hook, globals(), patch)
+    uninstall = activate(hook, globals(), patch)
+    session.follow(hook.pause, hook.resume)
+    return uninstall
