@@ -414,10 +414,6 @@ class PytracePlugin:
             test.error = str(exc)
             test.note = "its markers are wrong"
             return test
-        with contextlib.suppress(FileNotFoundError):
-            # Unlink rather than truncate: ext4 flushes a truncated-and-rewritten
-            # file to disk when it is closed (auto_da_alloc), ~2 ms per test here.
-            os.remove(path)
         running = tracing.current()
         if running is not None:
             test.note = f"a trace was already running ({running.path}); the test is in it"

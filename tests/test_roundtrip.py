@@ -105,3 +105,18 @@ def test_every_thread_reads_back_exactly_what_it_wrote(threads, buffer_size, fre
     assert report.valid, [str(p) for p in report.problems]
     assert (report.events, report.threads, report.batches) == (
         len(trace.events), len(got), sum(batches for batches, _ in trace.threads.values()))
+
+
+def test_a_trace_written_over_a_longer_one_keeps_none_of_its_bytes(trace_path):
+    """The writer reuses an existing file (cut to one byte, then overwritten:
+    see ``Writer.open``); the old, longer trace must leave nothing behind."""
+    with pytrace.trace(trace_path, calls=False):
+        for i in range(2000):
+            pytrace.log("long", f"message {i}")
+    long_size = trace_path.stat().st_size
+    with pytrace.trace(trace_path, calls=False):
+        pytrace.log("short", "one message")
+    assert trace_path.stat().st_size < long_size
+    trace = pytrace.read(trace_path)
+    assert trace.complete
+    assert [e.arg("message") for e in trace.events if e.name == "UserLog"] == ["one message"]
