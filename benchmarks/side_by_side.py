@@ -6,8 +6,9 @@ Every measurement is a fresh subprocess that times only the traced region
 (starting and stopping the tracer, and VizTracer's save, are outside it).
 The configurations run interleaved, ``--runs`` rounds of each, so that the
 machine's noise spreads over all of them; the table gives each median as a
-ratio to the untraced median of the same run, then checks issue 6's
-targets.  VizTracer must be installed (``pip install viztracer``).
+ratio to the untraced median of the same run, then checks the targets of
+issue 6 (the C core) and issue 3 (the pure-Python core).  VizTracer must be
+installed (``pip install viztracer``).
 
 Workloads (as in the peer measurements of shared/reference/python-tracer-peers.md §6):
 
@@ -40,6 +41,7 @@ CONFIGS = {
     "pytrace Python core, C calls": ("python", "pytrace", {"c_calls": True}),
     "pytrace C core, C calls": ("c", "pytrace", {"c_calls": True}),
     "pytrace C core, light (calls=False)": ("c", "pytrace", {"calls": False}),
+    "pytrace Python core, light (calls=False)": ("python", "pytrace", {"calls": False}),
 }
 
 
@@ -180,7 +182,7 @@ def ratios(seconds: dict) -> dict:
 
 
 def print_targets(workloads, ratio) -> None:
-    """Issue 6's targets, as measured in this run."""
+    """The targets of issues 6 and 3, as measured in this run."""
     def added(w, c):
         return ratio[w, c] - 1
 
@@ -202,6 +204,14 @@ def print_targets(workloads, ratio) -> None:
     for w in workloads:
         checks.append((f"{w}: light mode ratio", ratio[w, "pytrace C core, light (calls=False)"],
                        1.02))
+    # Issue 3: the pure-Python core (on 3.12).
+    if "fib" in workloads:
+        checks.append(("fib: pytrace Python core ratio", ratio["fib", "pytrace Python core"], 16))
+    if "mixed" in workloads:
+        checks.append(("mixed: pytrace Python core ratio", ratio["mixed", "pytrace Python core"],
+                       1.8))
+        checks.append(("mixed: pytrace Python core light mode ratio",
+                       ratio["mixed", "pytrace Python core, light (calls=False)"], 1.05))
     for name, value, limit in checks:
         print(f"{'ok  ' if value <= limit else 'MISS'} {name}: {value:.3f} (target <= {limit})")
 

@@ -21,16 +21,21 @@ it is started: ``next``, ``send`` or ``throw``), a ``GenYield`` each time it
 suspends, a ``GenResume`` each time it continues, and a ``CallExit`` or
 ``CallUnwind`` when it finishes.
 
-How an event is appended depends on the core (``pytrace.core``).  On the C
-core, ``slot.emit_small`` does the whole event in C, one call per event
-(recursive fib on 3.12: 20x untraced; appending inline to a C slot: 45x).
-On the pure-Python core that call is a Python call per event (44x), so the
-hot paths append inline instead (35x).  They keep ``pytrace.buffer``'s two
-rules: the record is built completely first; then ``buf = slot.buf; buf +=
-data`` (the same as ``slot.buf += data``, without storing back the same
-object) reads ``buf`` at the moment of the append, and no call separates
-the append from the count.  The cold paths use ``emit``, the same steps as
-a function.
+The C core has its own callbacks (``monitoring_c``, ``setprofile_c``), so
+the ones in ``monitoring.py`` and ``setprofile.py`` always run on the
+pure-Python core's slots.  ``slot.emit_small`` would be a Python call per
+event there, so their hot paths append inline instead.  They keep
+``pytrace.buffer``'s two rules: the record is built before any part of it
+is appended; then ``buf = slot.buf; buf += data`` (the same as ``slot.buf
++= data``, without storing back the same object) reads ``buf`` at the
+moment of the append, and no call separates the append from the count.
+``monitoring.py`` appends a call record as two parts, its start (type byte
+and delta) and its function id, in two ``+=`` with nothing between them,
+which saves building the record as a new object: ``+=`` on a bytearray is
+not a call, runs no Python code and allocates no object the GC tracks, so
+no thread switch, signal handler or collection can fall between the two
+halves, just as none falls between an append and its count.  The cold paths
+use ``emit``, the same steps as a function.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from __future__ import annotations
 import dis
 import importlib
 import sys
-import threading
 import types
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 
@@ -133,11 +137,6 @@ def emit(slot, prefix: bytes, arg: bytes = b"") -> None:
         slot.flush()
 
 
-def appends_inline() -> bool:
-    """True if this session's slots are pure Python (see the module docstring)."""
-    return core.name == "python"
-
-
 def backend_name(requested: str) -> str:
     """The backend module to use for ``options.backend``."""
     if requested == "auto":
@@ -160,9 +159,15 @@ def install(session):
     return module.install(session)
 
 
+#: ``max_depth`` when unlimited: deeper than any Python stack can be, and
+#: below 2**30, so that the hot paths' depth comparisons stay on CPython's
+#: fast path for small ("compact") ints.
+UNLIMITED_DEPTH = 2**30 - 1
+
+
 def depth_limit(options) -> int:
     """``options.max_depth`` as a number every depth can be compared with."""
-    return options.max_depth or sys.maxsize
+    return options.max_depth or UNLIMITED_DEPTH
 
 
 #: The depth of a thread whose calls are never recorded: above any

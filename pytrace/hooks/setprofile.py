@@ -58,9 +58,8 @@ import threading
 from ..filters import CallFilter
 from ..session import TracerError, is_own_thread
 from .calls import (C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND, DELTA_TABLE_SIZE,
-                    GEN_RESUME, GEN_YIELD, CFunctions, ThreadState, appends_inline, depth_limit,
-                    first_start_offset, is_suspending, open_frames,
-                    record_start, uvarint)
+                    GEN_RESUME, GEN_YIELD, CFunctions, ThreadState, depth_limit,
+                    first_start_offset, is_suspending, open_frames, record_start, uvarint)
 
 RETURN_OPS = frozenset(op for op in ("RETURN_VALUE", "RETURN_CONST") if op in dis.opmap)
 #: Where ``f_lasti`` points when a generator has yielded: at the
@@ -102,10 +101,14 @@ class SetprofileCalls:
         self.filter = CallFilter(options.include, options.exclude)
         self.max_depth = depth_limit(options)
         self.c_calls = options.c_calls
-        self.inline = appends_inline()
-        #: code -> (function id (encoded, for inline appends), exit_positions,
-        #: first start offset or None if it never suspends) if traced, () if not.
+        #: code -> (encoded function id, exit_positions, first start offset or
+        #: None if it never suspends) if traced, () if not.  Never shrinks: it
+        #: keeps alive the code objects whose ids key ``entries``.
         self.codes: dict = {}
+        #: ``id(code)`` -> ``codes[code]``, for the hot path: a code object's
+        #: hash is computed afresh from its contents at every lookup, its id
+        #: is not (see ``hooks/monitoring.py``).
+        self.entries: dict = {}
         self.c_functions = CFunctions()
         self.profilers: list[ThreadProfiler] = []
         self.stopped = False
@@ -135,7 +138,7 @@ class SetprofileCalls:
             sys.setprofile(None)
         threading.setprofile(None)  # after: this Python call is not profiled
         for profiler in list(self.profilers):
-            profiler.codes_get = {}.get  # their next event takes the slow path: see above
+            profiler.entries_get = {}.get  # their next event takes the slow path: see above
 
     def bootstrap(self, frame, event, arg) -> None:
         """A thread's first profile event: make its profiler and hand over."""
@@ -158,11 +161,12 @@ class SetprofileCalls:
         """Decide once whether ``code`` is traced; return its map entry."""
         if self.filter.traces(frame.f_globals.get("__name__"), code.co_filename):
             fid = self.session.func_id(self.session.slots.current(), code)
-            entry = (uvarint(fid) if self.inline else fid, exit_positions(code),
+            entry = (uvarint(fid), exit_positions(code),
                      first_start_offset(code) if is_suspending(code) else None)
         else:
             entry = ()
-        self.codes[code] = entry
+        self.codes[code] = entry  # first: an id in ``entries`` belongs to a live code object
+        self.entries[id(code)] = entry
         return entry
 
     def _traced_func_id(self, code, frame) -> int:
@@ -175,19 +179,16 @@ class SetprofileCalls:
 class ThreadProfiler(ThreadState):
     """One thread's profile function (``profile``) and its state."""
 
-    __slots__ = ("backend", "codes_get", "clock", "limit", "max_depth", "inline", "no_arg",
-                 "c_calls_on", "thrown")
+    __slots__ = ("backend", "entries_get", "clock", "limit", "max_depth", "c_calls_on", "thrown")
 
     def __init__(self, backend: SetprofileCalls, slot) -> None:
         super().__init__(slot)
         self.backend = backend
-        self.codes_get = backend.codes.get
+        #: ``backend.entries.get``, by ``id(code)``.
+        self.entries_get = backend.entries.get
         self.clock = slot.clock
         self.limit = slot.limit
         self.max_depth = backend.max_depth
-        self.inline = backend.inline
-        #: What a pop appends after its delta: nothing, or emit_small's "none".
-        self.no_arg = b"" if backend.inline else -1
         self.c_calls_on = backend.c_calls
         #: The generator frame an exception was just thrown into (3.11/3.12).
         self.thrown = None
@@ -195,7 +196,7 @@ class ThreadProfiler(ThreadState):
     def profile(self, frame, event, arg) -> None:
         try:
             if event == "call":
-                entry = self.codes_get(frame.f_code)
+                entry = self.entries_get(id(frame.f_code))
                 if not entry:
                     if entry is None:
                         self._call_cold(frame)
@@ -209,7 +210,7 @@ class ThreadProfiler(ThreadState):
                 if depth > self.max_depth:
                     return
             elif event == "return":
-                entry = self.codes_get(frame.f_code)
+                entry = self.entries_get(id(frame.f_code))
                 if not entry:
                     if entry is None:
                         self._stopped_check()
@@ -223,7 +224,7 @@ class ThreadProfiler(ThreadState):
                 record = entry[1].get(frame.f_lasti, CALL_UNWIND)
                 if self.thrown is not None:
                     record = self._after_throw(frame, record, arg)
-                fid = self.no_arg
+                fid = b""
             elif self.c_calls_on:
                 if event == "c_call":
                     self._c_call(frame, arg)
@@ -232,21 +233,18 @@ class ThreadProfiler(ThreadState):
                 return
             else:
                 return
+            # The inline append (see calls.py's module doc).
             slot = self.slot
-            if not self.inline:
-                slot.emit_small(record.prefix, fid)
-                return
             now = self.clock()
-            last = slot.last
-            if now > last:
+            delta = now - slot.last
+            if delta > 0:
                 slot.last = now
-                now -= last
             else:
-                now = 0
-            if now < DELTA_TABLE_SIZE:
-                start = record.starts[now]
+                delta = 0
+            if delta < DELTA_TABLE_SIZE:
+                start = record.starts[delta]
             else:
-                start = record_start(record, slot, slot.seq, now)
+                start = record_start(record, slot, slot.seq, delta)
             data = start + fid
             buf = slot.buf
             buf += data
@@ -284,7 +282,7 @@ class ThreadProfiler(ThreadState):
         return CALL_UNWIND if record is GEN_YIELD and arg is None else record
 
     def _c_call(self, frame, func) -> None:
-        entry = self.codes_get(frame.f_code)
+        entry = self.entries_get(id(frame.f_code))
         if not entry:
             if entry is None:
                 self._stopped_check()
