@@ -10,7 +10,8 @@ bytecodes of this very code, and may emit events itself.
    it.  No event writer ever asks "is the buffer empty?".
 2. **Nobody holds a buffer.**  Every write reads ``slot.buf`` at the moment
    it appends, in one ``self.buf += data`` with the record fully built
-   beforehand, and the flush replaces ``buf`` (and the batch's record count)
+   beforehand (or, in the call hooks' inline appends, in ``+=`` parts with
+   no CALL between them: see ``pytrace/hooks/calls.py``), and the flush replaces ``buf`` (and the batch's record count)
    in one multi-assignment.  No CALL instruction separates an append from its
    count or the swap from the count reset, so on CPython's eval loop no
    callback, signal handler or thread switch can run between them.
