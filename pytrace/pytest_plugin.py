@@ -92,6 +92,12 @@ MAX_NAME_BYTES = 180
 #: stops at the first of them.
 RUNNER_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (_pytest, pluggy, pytest))
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+#: Per-thread buffer of a test traced in the light mode (see ``PytracePlugin.light``).
+LIGHT_BUFFER_SIZE = 8 * 1024
+#: Characters a trace file name keeps (``trace_file_name``); the others become ``_``.
+_UNSAFE_NAME_CHARS = re.compile(r"[^\w.\-\[\]=,+]")
+#: What ``PytracePlugin._region`` gives when the test has no trace of its own.
+_NO_REGION = contextlib.nullcontext()
 
 
 def pytest_addoption(parser):
@@ -170,7 +176,7 @@ def trace_file_name(nodeid: str) -> str:
     get different files.
     """
     readable = nodeid.replace("::", "-").replace("/", "-")
-    readable = re.sub(r"[^\w.\-\[\]=,+]", "_", readable).lstrip(".")
+    readable = _UNSAFE_NAME_CHARS.sub("_", readable).lstrip(".")
     readable = readable.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
     digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{readable}-{digest}.pytrace"
@@ -264,8 +270,8 @@ class GCPauses:
     @classmethod
     def of_session(cls, session, path: str, top: int) -> "GCPauses":
         hook = session.gc
-        if hook is None:  # the test's options turned GC recording off
-            return cls()
+        if hook is None or not any(hook.collections):  # GC not recorded, or no collection
+            return NO_PAUSES
         longest = hook.longest_pauses(top)
         if longest is None:
             return cls.of_trace(path, top)
@@ -289,10 +295,15 @@ class GCPauses:
                   for p in longest))
 
 
+#: The figures of a trace without collections (most tests' own).
+NO_PAUSES = GCPauses()
+
+
 @dataclass
 class Recording:
     """The plugin's state for the test being run."""
 
+    item: pytest.Item
     nodeid: str
     path: str
     session: Session | None
@@ -348,10 +359,18 @@ class PytracePlugin:
         #: The options' defaults without calls (the light Go-style mode), and
         #: without the periodic flusher, whose thread added ~1.4 ms per test
         #: (``benchmarks/bench_pytest_plugin.py``: 2.1 ms with it, 0.6 without).
-        self.light = Options(calls=settings.calls, flush_interval=0)
+        #: Light mode also gets a smaller per-thread buffer: its events are
+        #: few (a short test's trace is ~500 bytes), and a fresh 64 KiB
+        #: buffer for every test's file cost ~10 us a test (its allocation
+        #: and first writes); 8 KiB still holds ~400 light events per flush.
+        self.light = Options(calls=settings.calls, flush_interval=0,
+                             **({} if settings.calls else {"buffer_size": LIGHT_BUFFER_SIZE}))
         self.current: Recording | None = None
         #: One per test, from teardown reports (this process's, or xdist workers').
         self.figures: list[Figures] = []
+        #: The regions of every test, made once (a region object can be
+        #: entered again, by any test).
+        self._regions = {name: pytrace.region(name) for name in ("setup", "call", "teardown")}
         self._import_hooks()
 
     def _import_hooks(self) -> None:
@@ -402,15 +421,14 @@ class PytracePlugin:
         """Start the test's trace, unless its markers are wrong.  The hooks
         stay installed from one test to the next (``session.park``), unless
         the test's options differ from the last traced test's."""
-        from .options import OptionsError
-
         tracing = _tracing()
-        path = os.path.join(self.settings.directory, trace_file_name(item.nodeid))
-        test = Recording(item.nodeid, path, None, None, None)
+        nodeid = item.nodeid
+        path = os.path.join(self.settings.directory, trace_file_name(nodeid))
+        test = Recording(item, nodeid, path, None, None, None)
         try:
             options = self._options(item)
             test.limits = GCLimits.of(item)
-        except (OptionsError, ValueError) as exc:
+        except (_options_module().OptionsError, ValueError) as exc:
             test.error = str(exc)
             test.note = "its markers are wrong"
             return test
@@ -429,11 +447,11 @@ class PytracePlugin:
         return test
 
     def _options(self, item) -> Options:
-        from .options import Options, OptionsError
-
         marks = list(item.iter_markers("pytrace"))
         if not marks:
             return self.light
+        from .options import Options, OptionsError
+
         values = {}
         for mark in reversed(marks):  # the closest wins
             if mark.args:
@@ -445,8 +463,7 @@ class PytracePlugin:
     def _region(self, name: str):
         """A region of the test's own trace; nothing when it has none."""
         test = self.current
-        return pytrace.region(name) if test is not None and test.recording() else (
-            contextlib.nullcontext())
+        return self._regions[name] if test is not None and test.recording() else _NO_REGION
 
     def _end_recording(self) -> None:
         test = self.current
@@ -477,7 +494,7 @@ class PytracePlugin:
     def pytest_runtest_makereport(self, item, call):
         report = yield
         test = self.current
-        if test is None or test.nodeid != item.nodeid:
+        if test is None or test.item is not item:
             return report
         if call.when == "setup" and report.skipped:
             test.skipped = True
@@ -529,7 +546,7 @@ class PytracePlugin:
             return None if test.skipped else Figures(test.nodeid, note=test.note)
         pauses = test.pauses
         kept = self.settings.keep == "all" or test.failed
-        size = os.path.getsize(test.path)
+        size = os.stat(test.path).st_size
         if not kept:
             os.remove(test.path)
         return Figures(
@@ -568,6 +585,14 @@ def _tracing():
     from . import session
 
     return session
+
+
+@functools.cache
+def _options_module():
+    """``pytrace.options``, imported when first needed (see the imports)."""
+    from . import options
+
+    return options
 
 
 def _frame(frame) -> str:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import core, wire
+from . import __version__, core, wire
 from .buffer import Slots, Tables
 from .writer import Writer
 
@@ -31,19 +31,41 @@ CLOCK = time.perf_counter_ns
 CLOCK_FREQUENCY = core.FREQUENCY
 
 
-def metadata(start_ticks: int) -> dict[str, str]:
-    """What a reader needs to know about the traced process."""
-    from . import __version__
+PYTHON_VERSION = platform.python_version()
+PYTHON_IMPLEMENTATION = platform.python_implementation()
 
+
+def metadata(start_ticks: int) -> dict[str, str]:
+    """What a reader needs to know about the traced process.  Read afresh
+    for each file (a forked child's pid, an ``argv`` the program changed),
+    but the encoding of an unchanged ``argv`` is reused: ``pytest
+    --pytrace`` writes a file per test (issue 4)."""
     return {
         "pytrace_version": __version__,
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
+        "python_version": PYTHON_VERSION,
+        "python_implementation": PYTHON_IMPLEMENTATION,
         "pid": str(os.getpid()),
-        "argv": json.dumps(sys.argv),
+        "argv": _argv_json(sys.argv),
         "start_wall_ns": str(time.time_ns()),
         "start_ticks": str(start_ticks),
     }
+
+
+#: ``(argv, its JSON)`` of the last ``_argv_json`` call.
+_last_argv: tuple = (None, "")
+
+
+def _argv_json(argv) -> str:
+    """``json.dumps(argv)``, reused while ``argv`` stays equal (compared, not
+    hashed: a program may put anything in ``sys.argv``)."""
+    global _last_argv
+    if type(argv) is not list:
+        return json.dumps(argv)
+    last, text = _last_argv
+    if argv != last:
+        text = json.dumps(argv)
+        _last_argv = (list(argv), text)
+    return text
 
 
 #: pytrace's own threads (flusher, sampler, heap ticker) have names with this

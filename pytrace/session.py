@@ -271,7 +271,8 @@ def start(path, **options) -> Session:
             raise TracerError(
                 f"a trace is already being recorded to {_session.path}; call pytrace.stop() first")
         parked, _parked = _parked, None
-        reuse = parked is not None and not parked.stopped and parked.options == opts
+        reuse = (parked is not None and not parked.stopped
+                 and (parked.options is opts or parked.options == opts))
         try:
             session = parked if reuse else Session(path, opts)
         except BaseException:

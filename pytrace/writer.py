@@ -38,12 +38,25 @@ stops, and what was already written stays a readable (cut-short) trace.
 
 from __future__ import annotations
 
+import _thread
+import functools
 import os
 import stat
-import threading
 import warnings
 
 from . import events, wire
+
+
+#: ``wire.meta_record``, remembering recent encodings: most entries (the
+#: versions, the pid, ``argv``) are the same in every file a process writes,
+#: and ``pytest --pytrace`` writes one per test (issue 4).
+_meta_record = functools.lru_cache(maxsize=64)(wire.meta_record)
+
+
+@functools.lru_cache(maxsize=4)
+def _opening(frequency: int) -> bytes:
+    """The file's first bytes: the header, then the clock's frequency."""
+    return wire.HEADER + wire.record(events.FREQUENCY, (frequency,))
 
 
 class TraceWriteWarning(RuntimeWarning):
@@ -55,15 +68,15 @@ class Writer:
 
     def __init__(self, file, frequency: int, meta: dict[str, str]) -> None:
         self._file = file
-        self._lock = threading.Lock()
+        # From ``_thread``, not ``threading.Lock``: a trace started while
+        # the blocking hook is installed would get its observed stand-in,
+        # which costs a Python call per acquire and has nothing to observe
+        # (pytrace's own waits are not recorded).
+        self._lock = _thread.allocate_lock()
         self.failed: OSError | None = None
         self.closed = False
         self.totals: dict[int, list[int]] = {}  # tid -> [batches, records]
-        self._put(
-            wire.HEADER
-            + wire.record(events.FREQUENCY, (frequency,))
-            + b"".join(wire.meta_record(k, v) for k, v in meta.items())
-        )
+        self._put(_opening(frequency) + b"".join([_meta_record(k, v) for k, v in meta.items()]))
 
     @classmethod
     def open(cls, path, frequency: int, meta: dict[str, str]) -> "Writer":

@@ -17,7 +17,8 @@ import pytest
 
 import pytrace
 from pytrace.analysis import collect_pauses
-from pytrace.pytest_plugin import MAX_NAME_BYTES, parse_duration, trace_file_name
+from pytrace.pytest_plugin import (LIGHT_BUFFER_SIZE, MAX_NAME_BYTES, parse_duration,
+                                   trace_file_name)
 
 pytest_plugins = ["pytester"]
 
@@ -142,6 +143,27 @@ def test_setup_call_and_teardown_are_regions_of_a_task_named_after_the_test(pyte
         ("UserTaskEnd",),
     ]
     assert not [e for e in trace.events if e.name == "CallEnter"]  # light mode: no calls
+
+
+def test_a_test_with_more_events_than_the_light_buffer_holds_keeps_them_all(pytester):
+    """Light mode's per-thread buffer is small (``LIGHT_BUFFER_SIZE``): a
+    test that outgrows it flushes batches along the way, and its trace
+    still holds every event, valid and in order."""
+    pytester.makepyfile(test_inner_many="""
+        import pytrace
+
+        def test_logs_a_lot():
+            for n in range(3000):
+                pytrace.log("many", f"entry {n:04d}")
+    """)
+    pytester.inline_run("--pytrace", "-p", "no:cacheprovider").assertoutcome(passed=1)
+    path = trace_of(pytester, "test_inner_many.py::test_logs_a_lot")
+    report = pytrace.validate(path)
+    assert report.valid, report
+    trace = pytrace.read(path)
+    assert [e.arg("message") for e in trace.events if e.name == "UserLog"] == [
+        f"entry {n:04d}" for n in range(3000)]
+    assert path.stat().st_size > 3 * LIGHT_BUFFER_SIZE  # so several flushes
 
 
 def test_calls_are_recorded_with_the_option_or_the_marker(pytester):

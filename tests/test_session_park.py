@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -77,6 +79,28 @@ def test_a_session_whose_hooks_cannot_follow_is_stopped_by_park(tmp_path):
     assert session.stopped and time.sleep is original_sleep
     assert tracing._parked is None
     read_valid(tmp_path / "1.pytrace")
+
+
+def test_each_files_metadata_is_read_when_it_starts(tmp_path, monkeypatch):
+    """The metadata encodings are reused from file to file (issue 4), but
+    what changed between two files is in the second: ``argv`` (a program
+    may change it, in place or anew) and the start times."""
+    paths = [tmp_path / f"{n}.pytrace" for n in (1, 2, 3)]
+    monkeypatch.setattr(sys, "argv", ["first", "run"])
+    tracing.start(paths[0], **LIGHT)
+    tracing.park()
+    sys.argv.append("--more")
+    tracing.start(paths[1], **LIGHT)
+    tracing.park()
+    sys.argv = ["third"]
+    tracing.start(paths[2], **LIGHT)
+    tracing.park()
+    metas = [read_valid(path).meta for path in paths]
+    assert [json.loads(meta["argv"]) for meta in metas] == [
+        ["first", "run"], ["first", "run", "--more"], ["third"]]
+    assert len({meta["start_ticks"] for meta in metas}) == 3
+    assert len({meta["start_wall_ns"] for meta in metas}) == 3
+    assert {meta["pid"] for meta in metas} == {str(os.getpid())}
 
 
 def test_each_file_holds_only_its_own_periods_events(tmp_path):

@@ -10,12 +10,13 @@ another tool adds later can still land inside it).  ``GCStart``'s stack is
 the Python code running when the collection began, pytrace's frames left out.
 
 ``HeapCounters`` follow every ``GCDone`` and, with ``heap_interval``, come
-from a daemon thread too.  RSS comes from psutil, whose ``memory_info`` costs
-about 10 us per call on this project's machine (a gen-0 collection pauses
-40-120 us), measured with
-``python -m timeit -s 'import psutil; p=psutil.Process()' 'p.memory_info().rss'``;
-it is read after ``GCDone``, so it costs the program time but not the
-recorded pause.  0 means psutil could not read it.
+from a daemon thread too.  RSS is read after ``GCDone``, so it costs the
+program time but not the recorded pause.  On Linux it is the second field of
+``/proc/self/statm`` (resident pages), read directly: what psutil's
+``memory_info().rss`` reads there too, without importing psutil (~5 ms at
+each ``pytest --pytrace`` start, issue 4) and at about half its ~10 us per
+call (a gen-0 collection pauses 40-120 us).  Elsewhere it comes from psutil.
+0 means it could not be read.
 
 Re-entrancy: a collection can begin inside pytrace's own code (interning, a
 flush).  The callbacks reach the slot through ``session.slots.current()`` at
@@ -44,8 +45,6 @@ import sys
 import threading
 import time
 
-import psutil
-
 from .. import core, events
 from ..recorder import CLOCK_FREQUENCY
 from ..session import OWN_THREAD_PREFIX, is_own_code
@@ -73,7 +72,7 @@ class GCHook:
 
     def __init__(self, session) -> None:
         self.session = session
-        self._memory_info = _memory_info()
+        self._rss = _rss_reader()
         #: False once uninstall began: collections starting after that are not recorded.
         self.recording = True
         #: thread ident -> _STARTING, (generation, GCStart ticks, where), or
@@ -142,12 +141,6 @@ class GCHook:
             HEAP_COUNTERS, gen0, gen1, gen2, gc.get_threshold()[0],
             sys.getallocatedblocks(), self._rss())
 
-    def _rss(self) -> int:
-        try:
-            return self._memory_info().rss
-        except psutil.Error:
-            return 0
-
     def _account(self, started: tuple, done_ticks: int) -> None:
         generation, start_ticks, where = started
         pause = done_ticks - start_ticks
@@ -215,6 +208,8 @@ class GCHook:
         """Wait (bounded) for collections running on other threads to write their GCDone.
 
         Only live threads count: in a forked child the others are gone."""
+        if not self._open:  # the usual case: no collection running anywhere
+            return
         me = threading.get_ident()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while time.monotonic() < deadline:
@@ -265,19 +260,51 @@ class GCHook:
         return [line]
 
 
-#: (pid, ``psutil.Process(pid).memory_info``) of the last ``_memory_info`` call.
+#: Bytes per page, for the page counts of ``/proc/self/statm``.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+#: (pid, the psutil-based reader) of the last ``_rss_reader`` call off Linux.
 _process: tuple | None = None
 
 
-def _memory_info():
-    """This process's ``psutil`` memory reader.  Made once per process rather
-    than per trace: ``psutil.Process()`` reads ``/proc`` (~15 us), and
-    ``pytest --pytrace`` starts a trace per test (issue 4).  A forked child
-    gets its own."""
+def _proc_rss() -> int:
+    """This process's resident set size from ``/proc/self/statm``, 0 if it
+    cannot be read.  Opened at each call (``/proc/self`` is the caller's,
+    even in a forked child; a descriptor kept open could be closed, or its
+    number reused, by the traced program).  ``os.pread``, not ``os.read``:
+    the blocking hook replaces ``os.read``."""
+    try:
+        fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fields = os.pread(fd, 256, 0).split()
+        finally:
+            os.close(fd)
+        return int(fields[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _rss_reader():
+    """A function returning this process's RSS in bytes (0 if unknown).
+    Off Linux, psutil's, made once per process rather than per trace:
+    ``psutil.Process()`` reads the process table (~15 us), and ``pytest
+    --pytrace`` starts a trace per test (issue 4).  A forked child gets its
+    own."""
     global _process
+    if sys.platform.startswith("linux"):
+        return _proc_rss
+    import psutil
+
     pid = os.getpid()
     if _process is None or _process[0] != pid:
-        _process = (pid, psutil.Process(pid).memory_info)
+        memory_info = psutil.Process(pid).memory_info
+
+        def rss() -> int:
+            try:
+                return memory_info().rss
+            except psutil.Error:
+                return 0
+
+        _process = (pid, rss)
     return _process[1]
 
 
