@@ -13,10 +13,10 @@ runs them, a module- or session-scoped fixture is set up in the first test
 that uses it and torn down in the last).  The hooks stay installed from one
 test to the next, inert in between (``pytrace.session.park``): installing
 them was most of a test's tracing cost; a test whose options differ (a
-``pytrace`` marker) gets its own installed.  The periodic flusher is off: a
-test's trace is complete once its teardown ends, and the flusher's thread
-would cost more than the rest of the recording (``flush_interval=1.0`` in
-the marker turns it on for a test that may hang).  Files go
+``pytrace`` marker) gets its own installed.  The periodic flusher's thread
+stays too (``Recorder.close(keep_flusher=True)``), so a test that hangs or
+crashes the process still leaves its events up to the last flush interval
+in its file.  Files go
 to ``--pytrace-dir`` (default ``.pytrace`` in the root directory), one per
 test, named by ``trace_file_name``; a trace left there by an earlier run of
 the same test is replaced, other files are left alone.  Each report carries
@@ -356,14 +356,12 @@ class PytracePlugin:
         from .options import Options
 
         self.settings = settings
-        #: The options' defaults without calls (the light Go-style mode), and
-        #: without the periodic flusher, whose thread added ~1.4 ms per test
-        #: (``benchmarks/bench_pytest_plugin.py``: 2.1 ms with it, 0.6 without).
+        #: The options' defaults without calls (the light Go-style mode).
         #: Light mode also gets a smaller per-thread buffer: its events are
         #: few (a short test's trace is ~500 bytes), and a fresh 64 KiB
         #: buffer for every test's file cost ~10 us a test (its allocation
         #: and first writes); 8 KiB still holds ~400 light events per flush.
-        self.light = Options(calls=settings.calls, flush_interval=0,
+        self.light = Options(calls=settings.calls,
                              **({} if settings.calls else {"buffer_size": LIGHT_BUFFER_SIZE}))
         self.current: Recording | None = None
         #: One per test, from teardown reports (this process's, or xdist workers').

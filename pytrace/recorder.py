@@ -73,25 +73,86 @@ def _argv_json(argv) -> str:
 OWN_THREAD_PREFIX = "pytrace-"
 
 
-class PeriodicFlusher(threading.Thread):
-    """Flushes every thread's buffer every ``interval`` seconds, so that even a
-    quiet program's events reach the file, and a crash loses at most that
-    interval.  Flushing another thread's slot is safe (see ``buffer.py``)."""
+class PeriodicFlusher:
+    """Flushes every thread's buffer of each open recorder every
+    ``flush_interval`` seconds, so that even a quiet program's events reach
+    the file, and a crash loses at most that interval.  Flushing another
+    thread's slot is safe (see ``buffer.py``).
 
-    def __init__(self, slots, interval: float) -> None:
-        super().__init__(name=OWN_THREAD_PREFIX + "flusher", daemon=True)
-        self.slots = slots
-        self.interval = interval
-        self.stopping = threading.Event()
+    One thread (``pytrace-flusher``) serves every recorder of the process,
+    and may outlive them: ``pytest --pytrace`` opens a recorder per test, and
+    starting and joining a thread for each cost more than the rest of a
+    short test's recording.  ``remove`` returns only once no flush of that
+    recorder is running, so its final flush and footer come after the
+    flusher's last batch.  ``idle=True`` lets the thread go once no
+    recorder is left, so ``pytrace.stop()`` leaves no pytrace thread behind.
+    """
 
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            self.slots.flush_all()
+    def __init__(self) -> None:
+        # Reentrant: a GC callback inside a flush on this thread may stop a
+        # session (``Session.fail``), which removes its recorder.
+        self._changed = threading.Condition(threading.RLock())
+        self._due: dict = {}  # recorder -> monotonic time of its next flush
+        self._thread: threading.Thread | None = None
+        self._stopping = False
 
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.is_alive():
-            self.join()
+    def add(self, recorder) -> None:
+        with self._changed:
+            self._due[recorder] = time.monotonic() + recorder.flush_interval
+            if self._thread is None:
+                self._start()
+            self._changed.notify()
+
+    def remove(self, recorder, idle: bool) -> None:
+        """Stop flushing ``recorder``; with ``idle``, also end the thread if it
+        has nothing left to flush."""
+        with self._changed:
+            self._due.pop(recorder, None)
+            if not (idle and not self._due):
+                return
+        self.pause()
+
+    def pause(self) -> None:
+        """End the thread (before a fork: a process with one thread forks
+        without Python's multi-threaded-fork warning)."""
+        with self._changed:
+            thread, self._thread = self._thread, None
+            self._stopping = True
+            self._changed.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def resume(self) -> None:
+        """Start the thread again if a recorder wants it (after a fork, in the parent)."""
+        with self._changed:
+            if self._due and self._thread is None:
+                self._start()
+
+    def forget_all(self) -> None:
+        """In a forked child: the recorders and the thread are the parent's."""
+        self.__init__()
+
+    def _start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=OWN_THREAD_PREFIX + "flusher",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        with self._changed:
+            while not self._stopping and self._thread is me:
+                now = time.monotonic()
+                for recorder, due in list(self._due.items()):
+                    if due <= now and recorder in self._due:
+                        recorder.slots.flush_all()
+                        self._due[recorder] = time.monotonic() + recorder.flush_interval
+                wait = min(self._due.values(), default=now + 3600) - time.monotonic()
+                self._changed.wait(max(wait, 0.0))
+
+
+#: The process's periodic flusher (see ``PeriodicFlusher``).
+FLUSHER = PeriodicFlusher()
 
 
 class Recorder:
@@ -112,26 +173,17 @@ class Recorder:
         self.slots = Slots(self.writer, self.tables, clock, buffer_size)
         self.closed = False
         self.flush_interval = flush_interval
-        self.flusher = None
-        self.resume_flushing()
+        if flush_interval > 0:
+            FLUSHER.add(self)
 
-    def pause_flushing(self) -> None:
-        """Stop the periodic flusher thread (before a fork: a process with one
-        thread forks without Python's multi-threaded-fork warning)."""
-        flusher, self.flusher = self.flusher, None
-        if flusher is not None:
-            flusher.stop()
-
-    def resume_flushing(self) -> None:
-        if self.flush_interval > 0 and self.flusher is None and not self.closed:
-            self.flusher = PeriodicFlusher(self.slots, self.flush_interval)
-            self.flusher.start()
-
-    def close(self) -> None:
+    def close(self, keep_flusher: bool = False) -> None:
+        """``keep_flusher``: leave the flusher thread running even if no other
+        recorder needs it (another file follows at once: ``Session.park``).
+        Closing again only ends an idle flusher thread."""
+        FLUSHER.remove(self, idle=not keep_flusher)
         if self.closed:
             return
         self.closed = True
-        self.pause_flushing()
         try:
             self.slots.flush_all()
         finally:

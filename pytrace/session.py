@@ -24,7 +24,7 @@ import threading
 import warnings
 
 from .options import Options
-from .recorder import OWN_THREAD_PREFIX, Recorder
+from .recorder import FLUSHER, OWN_THREAD_PREFIX, Recorder
 
 #: The package directory: code in it is never traced.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -150,7 +150,7 @@ class Session:
             self._warn(f"pytrace could not pause a hook cleanly: {exc!r}")
             self.stop()
             return False
-        self._close_recorder()
+        self._close_recorder(keep_flusher=True)
         return True
 
     def resume(self, path) -> None:
@@ -182,9 +182,9 @@ class Session:
         self._followers.clear()
         self._close_recorder()
 
-    def _close_recorder(self) -> None:
+    def _close_recorder(self, keep_flusher: bool = False) -> None:
         try:
-            self.recorder.close()
+            self.recorder.close(keep_flusher)
         except Exception as exc:  # stop() runs inside user code: never raise there
             self._warn(f"pytrace could not finish {self.path}: {exc!r}; the trace may be cut short")
 
@@ -336,20 +336,17 @@ def unpark() -> None:
 def _before_fork() -> None:
     """pytrace's own threads must not make a fork look multi-threaded (3.12+
     warns then): pause them, resume in the parent afterwards."""
-    session = _session
-    if session is not None:
-        session.recorder.pause_flushing()
+    FLUSHER.pause()
 
 
 def _after_fork_in_parent() -> None:
-    session = _session
-    if session is not None:
-        session.recorder.resume_flushing()
+    FLUSHER.resume()
 
 
 def _stop_in_forked_child() -> None:
     """A forked child never writes into its parent's trace: it stops tracing."""
     global _session, _parked
+    FLUSHER.forget_all()
     session, _session = _session, None
     if session is not None:
         session.abandon()

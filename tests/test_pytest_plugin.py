@@ -166,6 +166,37 @@ def test_a_test_with_more_events_than_the_light_buffer_holds_keeps_them_all(pyte
     assert path.stat().st_size > 3 * LIGHT_BUFFER_SIZE  # so several flushes
 
 
+def test_a_long_test_s_events_reach_its_file_before_it_ends(pytester):
+    """The periodic flusher works per test as in ``pytrace run`` (a test that
+    hangs or kills the process keeps its events up to the last flush), and
+    one flusher thread serves every test's file."""
+    pytester.makepyfile(test_inner_long="""
+        import os, threading, time
+        import pytrace
+        from pytrace.pytest_plugin import trace_file_name
+
+        def flushers():
+            return [t for t in threading.enumerate() if t.name == "pytrace-flusher"]
+
+        def test_first():
+            pytrace.log("first", "quick")
+            test_first.flusher = flushers()
+
+        def test_waits_for_its_log_in_the_file():
+            assert flushers() == test_first.flusher and len(flushers()) == 1
+            pytrace.log("long", "written while the test runs")
+            name = trace_file_name("test_inner_long.py::test_waits_for_its_log_in_the_file")
+            path = os.path.join(".pytrace", name)
+            deadline = time.monotonic() + 10
+            while b"written while the test runs" not in open(path, "rb").read():
+                assert time.monotonic() < deadline, "no periodic flush within 10 s"
+                time.sleep(0.05)
+    """)
+    pytester.inline_run("--pytrace", "-p", "no:cacheprovider").assertoutcome(passed=2)
+    trace = pytrace.read(trace_of(pytester, "test_inner_long.py::test_waits_for_its_log_in_the_file"))
+    assert [e.arg("category") for e in trace.events if e.name == "UserLog"] == ["long"]
+
+
 def test_calls_are_recorded_with_the_option_or_the_marker(pytester):
     pytester.makepyfile(test_inner_calls="""
         import pytest

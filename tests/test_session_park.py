@@ -24,7 +24,7 @@ import pytrace
 from eventlog import QUIET, gc_disabled, normalized, of_kind, thread_tid
 from pytrace import events, session as tracing
 
-#: The pytest plugin's light mode.
+#: The pytest plugin's light mode (without the periodic flusher, except where a test wants it).
 LIGHT = dict(calls=False, flush_interval=0)
 
 
@@ -59,6 +59,36 @@ def test_parked_hooks_stay_installed_inert_and_the_same_options_reuse_them(tmp_p
     tracing.park()
     tracing.unpark()
     assert time.sleep is original_sleep and gc.callbacks == callbacks
+
+
+def flusher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pytrace-flusher"]
+
+
+def test_the_flusher_thread_stays_while_parked_and_goes_with_the_hooks(tmp_path):
+    """One periodic flusher serves file after file (a thread per file cost
+    more than a short test's recording); unparking or stopping ends it."""
+    flushing = dict(LIGHT, flush_interval=0.01)
+    tracing.start(tmp_path / "1.pytrace", **flushing)
+    [flusher] = flusher_threads()
+    pytrace.log("first", "one")
+    tracing.park()
+    assert flusher_threads() == [flusher]
+    tracing.start(tmp_path / "2.pytrace", **flushing)
+    pytrace.log("second", "two")
+    deadline = time.monotonic() + 10
+    while b"two" not in (tmp_path / "2.pytrace").read_bytes():  # flushed while running
+        assert time.monotonic() < deadline, "the flusher did not flush the second file"
+        time.sleep(0.01)
+    assert flusher_threads() == [flusher]
+    tracing.park()
+    tracing.unpark()
+    assert flusher_threads() == [] and not flusher.is_alive()
+    assert logs(read_valid(tmp_path / "1.pytrace")) == ["one"]
+    assert logs(read_valid(tmp_path / "2.pytrace")) == ["two"]
+    pytrace.start(tmp_path / "3.pytrace", **flushing)
+    pytrace.stop()
+    assert flusher_threads() == []
 
 
 def test_other_options_remove_the_parked_hooks_before_installing_their_own(tmp_path):
