@@ -95,13 +95,18 @@ class PeriodicFlusher:
         self._due: dict = {}  # recorder -> monotonic time of its next flush
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: When the thread wakes next: ``add`` wakes it early only if the new
+        #: recorder is due before then (waking it for every file of a
+        #: test-per-file run cost two thread switches a test).
+        self._wake_at = 0.0
 
     def add(self, recorder) -> None:
         with self._changed:
-            self._due[recorder] = time.monotonic() + recorder.flush_interval
+            due = self._due[recorder] = time.monotonic() + recorder.flush_interval
             if self._thread is None:
                 self._start()
-            self._changed.notify()
+            elif due < self._wake_at:
+                self._changed.notify()
 
     def remove(self, recorder, idle: bool) -> None:
         """Stop flushing ``recorder``; with ``idle``, also end the thread if it
@@ -147,9 +152,14 @@ class PeriodicFlusher:
                     if due <= now and recorder in self._due:
                         recorder.slots.flush_all()
                         self._due[recorder] = time.monotonic() + recorder.flush_interval
-                wait = min(self._due.values(), default=now + 3600) - time.monotonic()
-                self._changed.wait(max(wait, 0.0))
+                # With nothing to flush, look again in a second: a file
+                # added meanwhile is due no sooner than its own interval.
+                self._wake_at = min(self._due.values(), default=now + IDLE_WAKE)
+                self._changed.wait(max(self._wake_at - time.monotonic(), 0.0))
 
+
+#: Seconds between the flusher's looks at an empty list of recorders.
+IDLE_WAKE = 1.0
 
 #: The process's periodic flusher (see ``PeriodicFlusher``).
 FLUSHER = PeriodicFlusher()
