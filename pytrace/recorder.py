@@ -7,6 +7,7 @@ write and use the slot's methods; they never keep a slot's buffer.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import platform
@@ -82,17 +83,22 @@ class PeriodicFlusher:
     One thread (``pytrace-flusher``) serves every recorder of the process,
     and may outlive them: ``pytest --pytrace`` opens a recorder per test, and
     starting and joining a thread for each cost more than the rest of a
-    short test's recording.  ``remove`` returns only once no flush of that
-    recorder is running, so its final flush and footer come after the
-    flusher's last batch.  ``idle=True`` lets the thread go once no
-    recorder is left, so ``pytrace.stop()`` leaves no pytrace thread behind.
+    short test's recording.  The lock is never held while flushing: code
+    that runs inside a flush on the flusher thread (a GC callback, a
+    finalizer) may stop tracing, which removes a recorder.  ``wait_for``
+    returns once no flush of a recorder is running, so its final flush and
+    footer come after the flusher's last batch.
     """
 
     def __init__(self) -> None:
-        # Reentrant: a GC callback inside a flush on this thread may stop a
-        # session (``Session.fail``), which removes its recorder.
-        self._changed = threading.Condition(threading.RLock())
+        # Reentrant: a collection can start on the flusher thread while it
+        # holds the lock, and a GC callback may stop tracing, which comes
+        # back here.  Built from ``_thread``: the blocking hook may have
+        # replaced ``threading.RLock`` by its observing wrapper.
+        self._changed = threading.Condition(_thread.RLock())
         self._due: dict = {}  # recorder -> monotonic time of its next flush
+        self._flushing = None  # the recorder the thread is flushing now
+        self._flusher: threading.Thread | None = None  # and the thread flushing it
         self._thread: threading.Thread | None = None
         self._stopping = False
         #: When the thread wakes next: ``add`` wakes it early only if the new
@@ -106,16 +112,25 @@ class PeriodicFlusher:
             if self._thread is None:
                 self._start()
             elif due < self._wake_at:
-                self._changed.notify()
+                self._changed.notify_all()
 
-    def remove(self, recorder, idle: bool) -> None:
-        """Stop flushing ``recorder``; with ``idle``, also end the thread if it
-        has nothing left to flush."""
+    def forget(self, recorder) -> None:
+        """Flush ``recorder`` no more.  Never blocks (``dict.pop`` is atomic):
+        a Ctrl-C cannot fall between it and the caller's ``try``."""
+        self._due.pop(recorder, None)
+
+    def wait_for(self, recorder) -> None:
+        """Return once the thread is not flushing ``recorder`` (at once on
+        the flusher thread itself: it is the one flushing)."""
         with self._changed:
-            self._due.pop(recorder, None)
-            if not (idle and not self._due):
-                return
-        self.pause()
+            while self._flushing is recorder and self._flusher is not threading.current_thread():
+                self._changed.wait()
+
+    def end_if_idle(self) -> None:
+        """End the thread if no recorder is left for it (``pytrace.stop()``
+        leaves no pytrace thread behind)."""
+        if not self._due:
+            self.pause()
 
     def pause(self) -> None:
         """End the thread (before a fork: a process with one thread forks
@@ -123,7 +138,7 @@ class PeriodicFlusher:
         with self._changed:
             thread, self._thread = self._thread, None
             self._stopping = True
-            self._changed.notify()
+            self._changed.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -145,17 +160,31 @@ class PeriodicFlusher:
 
     def _run(self) -> None:
         me = threading.current_thread()
-        with self._changed:
+        changed = self._changed
+        with changed:
             while not self._stopping and self._thread is me:
                 now = time.monotonic()
-                for recorder, due in list(self._due.items()):
-                    if due <= now and recorder in self._due:
+                for recorder in [r for r, due in self._due.items() if due <= now]:
+                    if recorder not in self._due:  # closed meanwhile
+                        continue
+                    self._flushing, self._flusher = recorder, me
+                    changed.release()
+                    try:
                         recorder.slots.flush_all()
+                    except Exception:  # never let one file end flushing for all
+                        pass
+                    finally:
+                        changed.acquire()
+                        self._flushing = self._flusher = None
+                        changed.notify_all()
+                    if recorder in self._due:
                         self._due[recorder] = time.monotonic() + recorder.flush_interval
+                    if self._stopping or self._thread is not me:
+                        return
                 # With nothing to flush, look again in a second: a file
                 # added meanwhile is due no sooner than its own interval.
                 self._wake_at = min(self._due.values(), default=now + IDLE_WAKE)
-                self._changed.wait(max(self._wake_at - time.monotonic(), 0.0))
+                changed.wait(max(self._wake_at - time.monotonic(), 0.0))
 
 
 #: Seconds between the flusher's looks at an empty list of recorders.
@@ -190,21 +219,29 @@ class Recorder:
         """``keep_flusher``: leave the flusher thread running even if no other
         recorder needs it (another file follows at once: ``Session.park``).
         Closing again only ends an idle flusher thread."""
-        FLUSHER.remove(self, idle=not keep_flusher)
+        FLUSHER.forget(self)
         if self.closed:
+            if not keep_flusher:
+                FLUSHER.end_if_idle()
             return
         self.closed = True
         try:
+            FLUSHER.wait_for(self)
             self.slots.flush_all()
         finally:
-            # A Ctrl-C in the final flush must not cost the footer nor the
-            # batches: flushing again hands over what it interrupted (a
-            # slot's unsent batch, the slots not reached yet) and the footer
-            # follows; the KeyboardInterrupt goes on to the program after.
+            # A Ctrl-C in the final flush (or while waiting for the flusher)
+            # must not cost the footer nor the batches: flushing again hands
+            # over what it interrupted (a slot's unsent batch, the slots not
+            # reached yet) and the footer follows; the KeyboardInterrupt goes
+            # on to the program after.  A batch the flusher is handing over
+            # must reach the writer before the footer: wait for it again.
             try:
+                FLUSHER.wait_for(self)
                 self.slots.flush_all()
             finally:
                 self.writer.close()
+                if not keep_flusher:
+                    FLUSHER.end_if_idle()
 
     def abandon(self) -> None:
         """In a forked child: stop without writing (the file is the parent's)."""

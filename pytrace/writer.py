@@ -76,6 +76,10 @@ class Writer:
         self.failed: OSError | None = None
         self.closed = False
         self.totals: dict[int, list[int]] = {}  # tid -> [batches, records]
+        #: The thread inside ``write_batch``, holding the lock: code it runs
+        #: there (a GC callback, a finalizer) may stop tracing, and its
+        #: ``close`` must not wait for the lock its own thread holds.
+        self._writing_thread: int | None = None
         self._put(_opening(frequency) + b"".join([_meta_record(k, v) for k, v in meta.items()]))
 
     @classmethod
@@ -121,37 +125,52 @@ class Writer:
                 # A thread was still flushing when the trace was closed: its
                 # batch is dropped whole (and not counted in the footer).
                 return
-            totals = self.totals.setdefault(tid, [0, 0])
-            if seq is not None and seq < totals[0]:
-                return  # taken already: an interrupt hit after the write
-            # From here to the write nothing may be a call, a function entry
-            # or a backward jump: a signal handler (Ctrl-C) would run there
-            # and leave the batch counted but not written.  The write is a C
-            # call: a handler runs once it has returned, with the bytes in
-            # the file.  (A signal does not interrupt a write to a regular
-            # file, and such a write is short only when the file cannot
-            # grow: the rest then fails too, and the trace is cut short
-            # there either way.)
-            totals[0] += 1
-            totals[1] += count
-            if self.failed is None:
-                try:
-                    written = self._file.write(batch)
-                except OSError as exc:
-                    self._fail(exc)
-                else:
-                    self._put(batch, written)
+            self._writing_thread = _thread.get_ident()
+            try:
+                totals = self.totals.setdefault(tid, [0, 0])
+                if seq is not None and seq < totals[0]:
+                    return  # taken already: an interrupt hit after the write
+                # From here to the write nothing may be a call, a function
+                # entry or a backward jump: a signal handler (Ctrl-C) would
+                # run there and leave the batch counted but not written.  The
+                # write is a C call: a handler runs once it has returned,
+                # with the bytes in the file.  (A signal does not interrupt a
+                # write to a regular file, and such a write is short only
+                # when the file cannot grow: the rest then fails too, and the
+                # trace is cut short there either way.)
+                totals[0] += 1
+                totals[1] += count
+                if self.failed is None:
+                    try:
+                        written = self._file.write(batch)
+                    except OSError as exc:
+                        self._fail(exc)
+                    else:
+                        self._put(batch, written)
+            finally:
+                self._writing_thread = None
+                if self.closed:  # closed from inside the write: finish here
+                    self._finish()
 
     def close(self) -> None:
-        """Write the footer and close the file.  Call after the final flush."""
+        """Write the footer and close the file.  Call after the final flush.
+
+        Called from inside ``write_batch`` on the same thread, it only marks
+        the writer closed: the footer follows when that write ends."""
+        if self._writing_thread == _thread.get_ident():
+            self.closed = True
+            return
         with self._lock:
             self.closed = True
-            totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
-            self._put(wire.footer_record(totals))
-            try:
-                self._file.close()
-            except OSError as exc:
-                self._fail(exc)
+            self._finish()
+
+    def _finish(self) -> None:
+        totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
+        self._put(wire.footer_record(totals))
+        try:
+            self._file.close()
+        except OSError as exc:
+            self._fail(exc)
 
     def abandon(self) -> None:
         """Close the file without writing anything more (a forked child's copy)."""
