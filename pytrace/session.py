@@ -16,6 +16,7 @@ trace up to that point.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib
 import os
@@ -248,6 +249,30 @@ _session: Session | None = None
 #: The session ``park`` left waiting with its hooks installed, or None.
 _parked: Session | None = None
 _session_lock = threading.Lock()
+#: ``(session, thread ident)`` while ``stop``/``park``/``unpark`` take a
+#: session's hooks out (or park them): ``start`` on another thread waits for
+#: that to end, so a new session's hooks never go in before the old ones are
+#: out (the old uninstall would otherwise undo the new session's patches).
+_leaving: tuple[Session, int] | None = None
+_left = threading.Condition(_session_lock)
+
+
+def _wait_for_leaving() -> None:
+    """With ``_session_lock`` held: wait until no session is being stopped."""
+    while _leaving is not None:
+        if _leaving[1] == threading.get_ident():
+            raise TracerError("pytrace.start() was called while this thread is stopping a trace "
+                              "(from a callback inside pytrace.stop()); start it after stop() returns")
+        _left.wait()
+
+
+def _left_behind(session: Session) -> None:
+    """``session`` is stopped or parked: a waiting ``start`` may go on."""
+    global _leaving
+    with _session_lock:
+        if _leaving is not None and _leaving[0] is session:
+            _leaving = None
+            _left.notify_all()
 
 
 def current() -> Session | None:
@@ -267,6 +292,7 @@ def start(path, **options) -> Session:
     if running is not None and running.on_superseded is not None:
         running.on_superseded()  # e.g. the pytest plugin ends a per-test trace
     with _session_lock:
+        _wait_for_leaving()
         if _session is not None:
             raise TracerError(
                 f"a trace is already being recorded to {_session.path}; call pytrace.stop() first")
@@ -295,11 +321,16 @@ def start(path, **options) -> Session:
 
 def stop() -> Session | None:
     """Stop tracing and finish the file.  Returns the stopped session (None if none ran)."""
-    global _session
+    global _session, _leaving
     with _session_lock:
         session, _session = _session, None
+        if session is not None:
+            _leaving = (session, threading.get_ident())
     if session is not None:
-        session.stop()
+        try:
+            session.stop()
+        finally:
+            _left_behind(session)
     return session
 
 
@@ -308,29 +339,38 @@ def park() -> Session | None:
     for the next ``start`` with the same options (see ``Session.park``); a
     session whose hooks cannot all follow it is stopped.  Returns the
     session (None if none ran)."""
-    global _session, _parked
+    global _session, _parked, _leaving
     with _session_lock:
         session, _session = _session, None
-    if session is None or not session.park():
-        return session
-    with _session_lock:
-        # Another session may have started meanwhile (on another thread):
-        # then this one is no longer worth keeping.
-        keep = _session is None and _parked is None
-        if keep:
-            _parked = session
-    if not keep:
-        session.stop()
+        if session is None:
+            return None
+        _leaving = (session, threading.get_ident())
+    try:
+        if not session.park():
+            return session
+        with _session_lock:
+            keep = _session is None and _parked is None
+            if keep:
+                _parked = session
+        if not keep:
+            session.stop()
+    finally:
+        _left_behind(session)
     return session
 
 
 def unpark() -> None:
     """Remove the hooks of the parked session, if any."""
-    global _parked
+    global _parked, _leaving
     with _session_lock:
         session, _parked = _parked, None
+        if session is not None:
+            _leaving = (session, threading.get_ident())
     if session is not None:
-        session.stop()
+        try:
+            session.stop()
+        finally:
+            _left_behind(session)
 
 
 def _before_fork() -> None:
@@ -345,8 +385,13 @@ def _after_fork_in_parent() -> None:
 
 def _stop_in_forked_child() -> None:
     """A forked child never writes into its parent's trace: it stops tracing."""
-    global _session, _parked
+    global _session, _parked, _leaving, _session_lock, _left
     FLUSHER.forget_all()
+    # Another thread of the parent may have held the lock or been stopping:
+    # neither exists in the child.
+    _session_lock = _thread.allocate_lock()  # not the blocking hook's stand-in
+    _left = threading.Condition(_session_lock)
+    _leaving = None
     session, _session = _session, None
     if session is not None:
         session.abandon()
