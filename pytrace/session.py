@@ -319,18 +319,30 @@ def start(path, **options) -> Session:
     return session
 
 
-def stop() -> Session | None:
-    """Stop tracing and finish the file.  Returns the stopped session (None if none ran)."""
-    global _session, _leaving
+def _take(name: str) -> Session | None:
+    """Take the module's ``_session`` or ``_parked`` session out, marking it
+    as leaving (``start`` waits until ``_left_behind``)."""
+    global _leaving
     with _session_lock:
-        session, _session = _session, None
+        session = globals()[name]
+        globals()[name] = None
         if session is not None:
             _leaving = (session, threading.get_ident())
+    return session
+
+
+def _stop_taken(session: Session | None) -> None:
     if session is not None:
         try:
             session.stop()
         finally:
             _left_behind(session)
+
+
+def stop() -> Session | None:
+    """Stop tracing and finish the file.  Returns the stopped session (None if none ran)."""
+    session = _take("_session")
+    _stop_taken(session)
     return session
 
 
@@ -339,12 +351,10 @@ def park() -> Session | None:
     for the next ``start`` with the same options (see ``Session.park``); a
     session whose hooks cannot all follow it is stopped.  Returns the
     session (None if none ran)."""
-    global _session, _parked, _leaving
-    with _session_lock:
-        session, _session = _session, None
-        if session is None:
-            return None
-        _leaving = (session, threading.get_ident())
+    global _parked
+    session = _take("_session")
+    if session is None:
+        return None
     try:
         if not session.park():
             return session
@@ -361,16 +371,7 @@ def park() -> Session | None:
 
 def unpark() -> None:
     """Remove the hooks of the parked session, if any."""
-    global _parked, _leaving
-    with _session_lock:
-        session, _parked = _parked, None
-        if session is not None:
-            _leaving = (session, threading.get_ident())
-    if session is not None:
-        try:
-            session.stop()
-        finally:
-            _left_behind(session)
+    _stop_taken(_take("_parked"))
 
 
 def _before_fork() -> None:
