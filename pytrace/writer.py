@@ -111,14 +111,14 @@ class Writer:
         file.name = path  # for messages (it would be the descriptor's number)
         return cls(file, frequency, meta)
 
-    def write_batch(self, tid: int, batch: bytearray, count: int, seq: int | None = None) -> None:
+    def write_batch(self, tid: int, batch: bytearray, count: int, seq: int) -> None:
         """Append the sealed ``batch`` (it holds ``count`` records) to the file.
 
-        ``seq`` is the batch's sequence number.  Given it, offering a batch
+        ``seq`` is the batch's sequence number, so offering a batch
         again is harmless: a batch whose ``seq`` this thread's batches
         already reached is in the file and is skipped (a thread's batches
         are taken in sequence order, so the next one due is ``seq ==
-        batches taken``).  Without it the batch is always taken.
+        batches taken``).
         """
         with self._lock:
             if self.closed:
@@ -128,7 +128,7 @@ class Writer:
             self._writing_thread = _thread.get_ident()
             try:
                 totals = self.totals.setdefault(tid, [0, 0])
-                if seq is not None and seq < totals[0]:
+                if seq < totals[0]:
                     return  # taken already: an interrupt hit after the write
                 # From here to the write nothing may be a call, a function
                 # entry or a backward jump: a signal handler (Ctrl-C) would

@@ -52,7 +52,7 @@ class HeaderOnEmptySlot(ThreadSlot):
         # started has none and goes out as raw records.
         if old[0] == _BATCH_TYPE_BYTE:
             wire.seal_batch(old, count)
-        self.writer.write_batch(self.tid, old, count)
+        self.writer.write_batch(self.tid, old, count, self.seq - 1)
 
 
 class HeldBufferSlot(ThreadSlot):
@@ -96,5 +96,5 @@ class HeldBufferSlot(ThreadSlot):
         wire.set_batch_base(fresh, base)
         buffer._inject("flush:after-swap")
         wire.seal_batch(held, count)
-        self.writer.write_batch(self.tid, held, count)
+        self.writer.write_batch(self.tid, held, count, self.seq - 1)
         buffer._inject("flush:end")
