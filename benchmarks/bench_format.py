@@ -16,28 +16,14 @@ import tracemalloc
 import pytest
 
 import pytrace
-from pytrace import events, wire
-from pytrace.recorder import Recorder
+from tracegen import write_call_stream
 
 CALLS = 200_000
-ENTER_PREFIX = wire.inline_prefix(events.BY_NAME["CallEnter"])
-EXIT_PREFIX = wire.inline_prefix(events.BY_NAME["CallExit"])
-
-
-def write_call_stream(path, calls=CALLS):
-    """Write ``calls`` enter/exit pairs as the call hooks do; return the record count."""
-    with Recorder(path) as recorder:
-        slot = recorder.slots.current()
-        funcs = [slot.func_id(("bench", i), f"fib{i}", "bench.py", i) for i in range(8)]
-        for i in range(calls):
-            slot.emit_small(ENTER_PREFIX, funcs[i & 7])
-            slot.emit_small(EXIT_PREFIX, -1)
-    return 2 * calls
 
 
 def test_encoder_call_stream(benchmark, tmp_path):
     path = tmp_path / "calls.pytrace"
-    count = benchmark.pedantic(write_call_stream, args=(path,), rounds=5, iterations=1)
+    count = benchmark.pedantic(write_call_stream, args=(path, CALLS), rounds=5, iterations=1)
     size = path.stat().st_size
     benchmark.extra_info["events"] = count
     benchmark.extra_info["bytes_per_event"] = round(size / count, 3)
@@ -48,7 +34,7 @@ def test_encoder_call_stream(benchmark, tmp_path):
 @pytest.fixture(scope="module")
 def call_trace(tmp_path_factory):
     path = tmp_path_factory.mktemp("reader") / "calls.pytrace"
-    write_call_stream(path)
+    write_call_stream(path, CALLS)
     return path
 
 

@@ -17,30 +17,14 @@ import tracemalloc
 
 import pytest
 
-from pytrace import core, events, reader, wire
+from pytrace import core, reader
 from pytrace.decoder_c import CDecoder
 from pytrace.reader import Event
-from pytrace.recorder import Recorder
-from tracegen import rewrite_batch, sample_script, scan, write_trace
-
-ENTER = wire.inline_prefix(events.BY_NAME["CallEnter"])
-EXIT = wire.inline_prefix(events.BY_NAME["CallExit"])
-
+from tracegen import rewrite_batch, sample_script, scan, write_call_stream, write_trace
 
 def requires_c_core() -> None:
     if core.c_module is None:
         pytest.fail("pytrace's C core is not built in this installation")
-
-
-def call_stream(path, calls: int) -> bytes:
-    """A trace of ``calls`` enter/exit pairs over 8 functions, as the call hooks write."""
-    with Recorder(path) as recorder:
-        slot = recorder.slots.current()
-        funcs = [slot.func_id(("t", i), f"f{i}", "t.py", i) for i in range(8)]
-        for i in range(calls):
-            slot.emit_small(ENTER, funcs[i & 7])
-            slot.emit_small(EXIT, -1)
-    return path.read_bytes()
 
 
 def both(data: bytes) -> tuple[list, list]:
@@ -75,7 +59,8 @@ def test_c_events_are_small_and_never_traversed_by_the_collector(tmp_path):
     slot: the arguments are shared (one tuple per function; the empty
     tuple), and no Event is tracked by the cycle collector."""
     requires_c_core()
-    data = call_stream(tmp_path / "calls.pytrace", 10_000)
+    write_call_stream(tmp_path / "calls.pytrace", 10_000)
+    data = (tmp_path / "calls.pytrace").read_bytes()
     tracemalloc.start()
     try:
         c_events = decoded_events(CDecoder, data)

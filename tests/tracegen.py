@@ -162,6 +162,21 @@ def write_trace(path, scripts, *, schedule=None, buffer_size: int = MIN_BUFFER_S
     return Written(recorder.path, tids, totals)
 
 
+def write_call_stream(path, calls: int) -> int:
+    """Write ``calls`` CallEnter/CallExit pairs over 8 functions, as the call
+    hooks write them for recursive fib, with the real clock; return the
+    number of records."""
+    enter = wire.inline_prefix(events.BY_NAME["CallEnter"])
+    exit_ = wire.inline_prefix(events.BY_NAME["CallExit"])
+    with Recorder(path) as recorder:
+        slot = recorder.slots.current()
+        funcs = [slot.func_id(("calls", i), f"fib{i}", "calls.py", i) for i in range(8)]
+        for i in range(calls):
+            slot.emit_small(enter, funcs[i & 7])
+            slot.emit_small(exit_, -1)
+    return 2 * calls
+
+
 def schedule_slots(scripts) -> list:
     """Every script index, once per step and once for its end, sorted: the
     multiset a ``Turns`` schedule must be a permutation of."""
