@@ -59,9 +59,15 @@ class TracerWarning(RuntimeWarning):
 def is_own_thread() -> bool:
     """True on one of pytrace's own threads.  Looks the thread up without
     ``threading.current_thread()``, which would make a ``_DummyThread`` for a
-    thread that ``threading`` has not registered yet (its first events come
-    before that)."""
-    thread = threading._active.get(threading.get_ident())
+    thread that ``threading`` has not registered yet.  A starting thread
+    runs (and may wait: it tells ``Thread.start`` it runs through an Event)
+    before ``threading`` moves it from ``_limbo`` to ``_active``, so it is
+    looked for in both."""
+    ident = threading.get_ident()
+    thread = threading._active.get(ident)
+    if thread is None:
+        # list() copies in one C call: another thread may change _limbo.
+        thread = next((t for t in list(threading._limbo) if t._ident == ident), None)
     return thread is not None and thread.name.startswith(OWN_THREAD_PREFIX)
 
 

@@ -30,7 +30,7 @@ from eventlog import of_kind, record, thread_tid
 from pytrace import events
 from pytrace.hooks import blocking
 from pytrace.hooks.patches import unwrapped
-from pytrace.session import is_own_code
+from pytrace.session import OWN_THREAD_PREFIX, is_own_code
 
 WAIT_KINDS = ("Block", "Unblock", "SysCall", "SysCallEnd")
 HOOKS = dict(threads=True, blocking=True)
@@ -50,13 +50,18 @@ def until_blocked(ident):
     then a moment more, so that the wait is a real one.  Gives up after ~10 s
     (the test then fails on what it finds in the trace)."""
     for _ in range(10_000):
-        frame = sys._current_frames().get(ident)
-        while frame is not None and frame.f_code is not blocking._observed.__code__:
-            frame = frame.f_back
-        if frame is not None:
+        if in_observed_wait(ident):
             break
         pause(0.001)
     pause(0.02)
+
+
+def in_observed_wait(ident) -> bool:
+    """True if thread ``ident`` is inside a wait the hook records."""
+    frame = sys._current_frames().get(ident)
+    while frame is not None and frame.f_code is not blocking._observed.__code__:
+        frame = frame.f_back
+    return frame is not None
 
 
 def in_background(work):
@@ -496,6 +501,42 @@ def test_pytraces_own_waits_are_not_recorded(trace_path):
                    heap_interval=0.01, **HOOKS)
     assert of_kind(trace, "CPUSample")  # the sampler really ran
     assert of_kind(trace, *WAIT_KINDS) == []
+
+
+def test_a_starting_pytrace_thread_is_pytraces_before_threading_registers_it(trace_path):
+    """A new thread tells ``Thread.start`` it runs through an Event before
+    ``threading`` registers it (``threading._active``): when that Event's
+    lock is held at that moment, the new thread's wait is still pytrace's
+    own if the thread is one of pytrace's."""
+    own_waited = []
+
+    def program():
+        own = threading.Thread(target=int, name=OWN_THREAD_PREFIX + "test")
+        start_lock = own._started._cond  # a traced lock: made after install
+
+        def hold_until_own_waits():
+            with start_lock:
+                holding.set()
+                for _ in range(10_000):  # until the new thread exists
+                    if own.ident is not None:
+                        break
+                    pause(0.001)
+                until_blocked(own.ident)
+                own_waited.append(in_observed_wait(own.ident))
+
+        holding = threading.Event()
+        holder = threading.Thread(target=hold_until_own_waits, name="holder")
+        holder.start()
+        holding.wait()
+        own.start()
+        own.join()
+        holder.join()
+
+    trace = record(trace_path, program, **HOOKS)
+    assert own_waited == [True]  # the new thread really waited for the lock
+    program_threads = {e.tid for e in of_kind(trace, "ThreadStart")
+                       if not e.arg("name").startswith(OWN_THREAD_PREFIX)}
+    assert [e for e in of_kind(trace, *WAIT_KINDS) if e.tid not in program_threads] == []
 
 
 def test_idle_executor_workers_wait_for_work(trace_path):

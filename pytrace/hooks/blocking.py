@@ -70,7 +70,8 @@ The replacements run no Python code besides the original they replace
 
 pytrace's own waits are never recorded: a wait is pytrace's when the first
 frame above the threading/queue primitives belongs to pytrace (its stop
-joining the sampler thread, a ticker's ``Event.wait``).
+joining the sampler thread, a ticker's ``Event.wait``), or when there is no
+such frame and the thread is pytrace's (one starting up).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ from _queue import Empty, SimpleQueue as NativeSimpleQueue
 from _thread import LockType, allocate_lock, get_ident
 
 from .. import events, wire
-from ..session import is_own_code
+from ..session import is_own_code, is_own_thread
 from .patches import Patches, activate, hide_own_frames, unwrapped
 
 BLOCK = events.BY_NAME["Block"].id
@@ -148,13 +149,15 @@ class BlockingHook:
         return frame
 
     def is_own(self, frame) -> bool:
-        """True if pytrace itself is the one waiting.  The outermost frame of
-        a thread started while tracing is pytrace's thread entry
-        (``hooks.threads``), which runs the program's thread: not a wait of
-        pytrace's."""
+        """True if pytrace itself is the one waiting: pytrace's code waits,
+        or one of pytrace's threads does (a starting one waits in
+        ``threading``'s code alone).  The outermost frame of a thread
+        started while tracing is pytrace's thread entry (``hooks.threads``),
+        which runs the program's thread: not a wait of pytrace's."""
         waiter = self.waiter(frame)
-        return (waiter is not None and waiter.f_back is not None
-                and is_own_code(waiter.f_code.co_filename))
+        if waiter is None or waiter.f_back is None:  # nothing but the thread's entry
+            return is_own_thread()
+        return is_own_code(waiter.f_code.co_filename)
 
     def condition_reason(self, frame) -> int | None:
         """The reason of a ``Condition.wait`` called from ``frame`` (None: not a block)."""
