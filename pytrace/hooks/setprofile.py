@@ -23,6 +23,24 @@ their code map for an empty one, so that event takes the slow path, which
 sees the session stopped and calls ``sys.setprofile(None)``.  The hot paths
 pay nothing for this.
 
+Keeping replaced profile functions alive (``HELD``).  Each thread holds a
+reference to its profile function, and a bootstrap or profiler is often
+referenced by nothing else, so replacing or removing it frees it.  On 3.11
+that can happen while CPython is about to call it: ``call_trace`` in
+``Python/ceval.c`` reads the thread's profile object, then makes the event's
+frame object, whose allocation can run a garbage collection; the Python
+code a collection runs (``gc.callbacks``, pytrace's own GC hook among them,
+finalizers) is profiled, so a bootstrap handing over or a stopped profiler
+removing itself there drops that object before ``call_trace`` calls it, a
+use after free.  So every profile function pytrace puts in a thread's slot,
+and the bootstrap it replaces, stays referenced from that thread's ``HELD``
+until a later session's bootstrap runs in that thread, or the thread ends:
+a thread keeps at most its last session's profile functions (and what they
+reference) alive.  3.12+ collects only between instructions and does not
+need this; it is the same code path there.  The event that the collection
+interrupted reaches the bootstrap after the hand-over: it goes on to the
+thread's profiler (the thread's stack is opened once).
+
 Mapping the profiler's events (``frame.f_lasti`` says where a frame is):
 
 - ``'call'``: ``CallEnter``; for a generator or coroutine past its first
@@ -86,6 +104,30 @@ def exit_positions(code) -> dict:
     return positions
 
 
+class HeldProfileFunctions(threading.local):
+    """Per thread: the profile functions its last session put in its slot
+    (see "Keeping replaced profile functions alive" above)."""
+
+    owner = None
+    functions: tuple = ()
+    #: What the owner's bootstrap handed this thread over to, if it did.
+    handed_to = None
+
+    def keep(self, owner, function) -> None:
+        if self.owner is not owner:
+            self.owner, self.functions, self.handed_to = owner, (), None
+        self.functions += (function,)
+
+    def hand_over(self, owner, function) -> None:
+        """Install ``function`` in this thread, handed over to by ``owner``'s bootstrap."""
+        self.keep(owner, function)
+        self.handed_to = function
+        sys.setprofile(function)
+
+
+HELD = HeldProfileFunctions()
+
+
 def install(session):
     backend = SetprofileCalls(session)
     backend.start()
@@ -132,6 +174,7 @@ class SetprofileCalls:
 
     def stop(self) -> None:
         self.stopped = True
+        HELD.keep(self, sys.getprofile())
         if set_all_threads is not None:
             set_all_threads(None)
         else:
@@ -143,6 +186,11 @@ class SetprofileCalls:
     def bootstrap(self, frame, event, arg) -> None:
         """A thread's first profile event: make its profiler and hand over."""
         try:
+            HELD.keep(self, sys.getprofile())
+            if HELD.handed_to is not None:  # the interrupted event (see HELD)
+                if sys.getprofile() is HELD.handed_to:
+                    HELD.handed_to(frame, event, arg)
+                return
             if self.stopped or is_own_thread():
                 sys.setprofile(None)
                 return
@@ -152,7 +200,7 @@ class SetprofileCalls:
             profiler.depth = open_frames(slot, innermost_open, self._traced_func_id,
                                          self.max_depth)
             self.profilers.append(profiler)
-            sys.setprofile(profiler.profile)
+            HELD.hand_over(self, profiler.profile)
             profiler.profile(frame, event, arg)
         except Exception as exc:
             self.session.fail(exc)

@@ -10,7 +10,9 @@ the C profile function of a ``pytrace._core.Calls`` object in that thread
 matched to their frame) is ``setprofile.py``'s, done in C; the per-code
 decisions stay in ``SetprofileCalls.codes``.  At stop, a thread whose
 profile function could not be removed from outside (3.11) removes it at
-its next event.
+its next event.  What keeps the C profile function's object alive while
+CPython 3.11 may still call it is ``setprofile.HELD``'s, as for the Python
+profile functions.
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ class CSetprofileCalls(CoreCalls, setprofile.SetprofileCalls):
         super().stop()
 
     def bootstrap(self, frame, event, arg) -> None:
-        """A thread's first profile event: hand the thread over to C."""
+        """A thread's first profile event: hand the thread over to C.  (Again
+        for an interrupted event, see ``setprofile.HELD``: the thread's state
+        in C is made once.)"""
         try:
+            setprofile.HELD.keep(self, sys.getprofile())
             if self.stopped or is_own_thread():
                 sys.setprofile(None)
                 return
+            setprofile.HELD.keep(self, self.fast)
             self.fast.install_profile(frame, event, arg)
         except Exception as exc:
             self.session.fail(exc)
