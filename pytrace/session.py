@@ -17,6 +17,7 @@ trace up to that point.
 from __future__ import annotations
 
 import _thread
+import atexit
 import contextlib
 import importlib
 import os
@@ -409,6 +410,20 @@ def _stop_in_forked_child() -> None:
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_stop_in_forked_child)
+
+
+def _finish_at_exit() -> None:
+    """The interpreter exits with a trace still running (the program never
+    called ``stop()``, called ``sys.exit()``, or died of an uncaught
+    exception): finish it as ``stop()`` does, so that the program's last
+    events and the footer reach the file, and remove a parked session's
+    hooks.  ``atexit`` runs this while modules are still whole, after the
+    program's non-daemon threads have ended."""
+    stop()
+    unpark()
+
+
+atexit.register(_finish_at_exit)
 
 
 @contextlib.contextmanager
