@@ -47,6 +47,7 @@ import types
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 
 from .. import core, events, wire
+from ..filters import CallFilter
 from ..session import TracerError
 
 #: True on 3.12+, where ``sys.monitoring`` exists.
@@ -151,12 +152,32 @@ def backend_name(requested: str) -> str:
 def install(session):
     """Install the call backend chosen by ``session.options.backend``, with
     the C core's callbacks (``monitoring_c``, ``setprofile_c``) when the C
-    core is active (``pytrace.core``)."""
+    core is active (``pytrace.core``); return its ``stop``."""
     name = backend_name(session.options.backend)
     if core.name == "c":
         name += "_c"
-    module = importlib.import_module(f"{__package__}.{name}")
-    return module.install(session)
+    backend = importlib.import_module(f"{__package__}.{name}").BACKEND(session)
+    backend.start()
+    return backend.stop
+
+
+class CallBackend:
+    """What every call backend keeps for its session: the options it
+    applies per code object and per thread, and what it has learnt.
+    Subclasses add ``start()`` and ``stop()``."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        options = session.options
+        self.filter = CallFilter(options.include, options.exclude)
+        self.max_depth = depth_limit(options)
+        self.c_calls = options.c_calls
+        #: code -> the backend's entry for it (falsy: not traced; absent: not
+        #: decided yet).  Never shrinks: it keeps alive the code objects
+        #: whose ids key the hot paths' own map (see ``monitoring.py``).
+        self.codes: dict = {}
+        self.c_functions = CFunctions()
+        self.stopped = False
 
 
 #: ``max_depth`` when unlimited: deeper than any Python stack can be, and

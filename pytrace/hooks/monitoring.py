@@ -75,12 +75,11 @@ import _thread
 import sys
 import threading
 
-from ..filters import CallFilter
 from ..session import TracerError, is_own_thread
 from .calls import (BUILTIN, C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND,
                     DELTA_TABLE_SIZE, GEN_RESUME, GEN_YIELD, METHOD_DESCRIPTOR, MUTED,
-                    CFunctions, ThreadState, depth_limit, emit, first_start_offset,
-                    open_frames, record_start, uvarint)
+                    CallBackend, ThreadState, emit, first_start_offset, open_frames,
+                    record_start, uvarint)
 
 monitoring = sys.monitoring
 E = monitoring.events
@@ -113,39 +112,24 @@ def claim_tool_id() -> int:
         f"tools first, or use backend='setprofile'")
 
 
-def install(session):
-    backend = MonitoringCalls(session)
-    backend.start()
-    return backend.stop
-
-
-class MonitoringCalls:
-    """One session's ``sys.monitoring`` tool."""
+class MonitoringCalls(CallBackend):
+    """One session's ``sys.monitoring`` tool.  Its ``codes`` entries are
+    encoded function ids, False for code not traced."""
 
     def __init__(self, session) -> None:
-        self.session = session
-        options = session.options
-        self.filter = CallFilter(options.include, options.exclude)
-        self.max_depth = depth_limit(options)
-        self.c_calls = options.c_calls
-        self.local_events = LOCAL_EVENTS | (C_CALL_EVENTS if options.c_calls else 0)
-        #: code -> encoded function id if traced, False if not (absent: not
-        #: decided yet).  Never shrinks: it keeps alive the code objects
-        #: whose ids key ``fids``.
-        self.codes: dict = {}
+        super().__init__(session)
+        self.local_events = LOCAL_EVENTS | (C_CALL_EVENTS if self.c_calls else 0)
         #: ``id(code)`` -> ``codes[code]``, for the hot paths (see the module doc).
         self.fids: dict = {}
         #: ``threads.state``: the running thread's ThreadState.
         self.threads = _thread._local()
         self.first_starts: dict = {}
-        self.c_functions = CFunctions()
         # Guards instrumenting code objects against a concurrent stop.  An
         # RLock because a hook's callback may stop tracing while we hold it;
         # _thread's, because the blocking hook traces threading's locks.
         self.lock = _thread.RLock()
         self.tool: int | None = None
         self.registered: list[int] = []
-        self.stopped = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -434,3 +418,6 @@ class MonitoringCalls:
                 fail(exc)
 
         return {E.CALL: on_call, E.C_RETURN: on_c_return, E.C_RAISE: on_c_return}
+
+
+BACKEND = MonitoringCalls

@@ -16,12 +16,6 @@ from . import monitoring
 from .core_calls import CoreCalls
 from .monitoring import DISABLE, E, MISSING
 
-def install(session):
-    backend = CMonitoringCalls(session)
-    backend.start()
-    return backend.stop
-
-
 class CMonitoringCalls(CoreCalls, monitoring.MonitoringCalls):
     """``MonitoringCalls`` with the C callbacks."""
 
@@ -47,3 +41,6 @@ class CMonitoringCalls(CoreCalls, monitoring.MonitoringCalls):
     def _state(self, innermost_open) -> None:
         """Only ``start`` asks for a state here: the calling thread's, in C."""
         self.fast.begin_thread(innermost_open)
+
+
+BACKEND = CMonitoringCalls

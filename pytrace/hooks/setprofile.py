@@ -73,11 +73,10 @@ import dis
 import sys
 import threading
 
-from ..filters import CallFilter
 from ..session import TracerError, is_own_thread
 from .calls import (C_ENTER, C_EXIT, CALL_ENTER, CALL_EXIT, CALL_UNWIND, DELTA_TABLE_SIZE,
-                    GEN_RESUME, GEN_YIELD, CFunctions, ThreadState, depth_limit,
-                    first_start_offset, is_suspending, open_frames, record_start, uvarint)
+                    GEN_RESUME, GEN_YIELD, CallBackend, ThreadState, first_start_offset,
+                    is_suspending, open_frames, record_start, uvarint)
 
 RETURN_OPS = frozenset(op for op in ("RETURN_VALUE", "RETURN_CONST") if op in dis.opmap)
 #: Where ``f_lasti`` points when a generator has yielded: at the
@@ -128,32 +127,18 @@ class HeldProfileFunctions(threading.local):
 HELD = HeldProfileFunctions()
 
 
-def install(session):
-    backend = SetprofileCalls(session)
-    backend.start()
-    return backend.stop
-
-
-class SetprofileCalls:
-    """One session's profile functions."""
+class SetprofileCalls(CallBackend):
+    """One session's profile functions.  Its ``codes`` entries are
+    ``(encoded function id, exit_positions, first start offset or None if it
+    never suspends)`` for traced code, ``()`` for code not traced."""
 
     def __init__(self, session) -> None:
-        self.session = session
-        options = session.options
-        self.filter = CallFilter(options.include, options.exclude)
-        self.max_depth = depth_limit(options)
-        self.c_calls = options.c_calls
-        #: code -> (encoded function id, exit_positions, first start offset or
-        #: None if it never suspends) if traced, () if not.  Never shrinks: it
-        #: keeps alive the code objects whose ids key ``entries``.
-        self.codes: dict = {}
+        super().__init__(session)
         #: ``id(code)`` -> ``codes[code]``, for the hot path: a code object's
         #: hash is computed afresh from its contents at every lookup, its id
         #: is not (see ``hooks/monitoring.py``).
         self.entries: dict = {}
-        self.c_functions = CFunctions()
         self.profilers: list[ThreadProfiler] = []
-        self.stopped = False
 
     def start(self) -> None:
         active = sys.getprofile()
@@ -350,3 +335,6 @@ class ThreadProfiler(ThreadState):
         self.depth = depth - 1
         if depth <= self.max_depth:
             self.slot.emit_small(C_EXIT, -1)
+
+
+BACKEND = SetprofileCalls

@@ -26,12 +26,6 @@ from .core_calls import CoreCalls, type_byte
 GEN_YIELD = type_byte("GenYield")
 
 
-def install(session):
-    backend = CSetprofileCalls(session)
-    backend.start()
-    return backend.stop
-
-
 class CSetprofileCalls(CoreCalls, setprofile.SetprofileCalls):
     """``SetprofileCalls`` with the C profile function."""
 
@@ -68,3 +62,6 @@ class CSetprofileCalls(CoreCalls, setprofile.SetprofileCalls):
 
     def _entry(self, code) -> tuple:
         return self.codes[code]
+
+
+BACKEND = CSetprofileCalls
