@@ -14,6 +14,9 @@ class OptionsError(ValueError):
 
 BACKENDS = ("auto", "monitoring", "setprofile")
 
+#: A numeric field's annotation -> the types it takes, and how to say so.
+_NUMBERS = {"float": ((int, float), "a number"), "int": (int, "a whole number")}
+
 
 @dataclass(frozen=True)
 class Options:
@@ -57,9 +60,12 @@ class Options:
             value = getattr(self, f.name)
             if f.type == "bool" and not isinstance(value, bool):
                 raise OptionsError(f"option {f.name} must be True or False, not {value!r}")
-        if min(self.sample_rate, self.heap_interval, self.max_depth, self.flush_interval) < 0:
-            raise OptionsError(
-                "sample_rate, heap_interval, max_depth and flush_interval must not be negative")
+            if f.type in _NUMBERS:
+                kinds, what = _NUMBERS[f.type]
+                if isinstance(value, bool) or not isinstance(value, kinds):
+                    raise OptionsError(f"option {f.name} must be {what}, not {value!r}")
+                if value < 0:
+                    raise OptionsError(f"option {f.name} must not be negative, not {value!r}")
         if self.buffer_size < MIN_BUFFER_SIZE:
             raise OptionsError(
                 f"buffer_size {self.buffer_size} is too small; use at least {MIN_BUFFER_SIZE} bytes")
@@ -79,7 +85,4 @@ class Options:
         if unknown:
             raise OptionsError(
                 f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # e.g. a comparison of a wrong type in __post_init__
-            raise OptionsError(f"bad option value: {exc}") from None
+        return cls(**kwargs)
