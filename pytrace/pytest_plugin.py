@@ -64,7 +64,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import _pytest
@@ -177,7 +177,8 @@ def trace_file_name(nodeid: str) -> str:
     """
     readable = nodeid.replace("::", "-").replace("/", "-")
     readable = _UNSAFE_NAME_CHARS.sub("_", readable).lstrip(".")
-    readable = readable.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
+    if len(readable) > MAX_NAME_BYTES // 4:  # else short enough even in 4-byte characters
+        readable = readable.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
     digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{readable}-{digest}.pytrace"
 
@@ -205,9 +206,9 @@ class GCLimits:
     max_collections: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def of(cls, item) -> "GCLimits | None":
-        """The closest ``gc_limits`` marker of ``item``; ``ValueError`` names what is wrong."""
-        mark = item.get_closest_marker("gc_limits")
+    def of(cls, mark) -> "GCLimits | None":
+        """The limits of a ``gc_limits`` marker (None for no marker);
+        ``ValueError`` names what is wrong."""
         if mark is None:
             return None
         if mark.args:
@@ -299,7 +300,7 @@ class GCPauses:
 NO_PAUSES = GCPauses()
 
 
-@dataclass
+@dataclass(slots=True)
 class Recording:
     """The plugin's state for the test being run."""
 
@@ -323,6 +324,8 @@ class Recording:
     #: Clock (ns) when the trace started and stopped.
     started: int = 0
     stopped: int = 0
+    #: Bytes in the trace file once it stopped (the writer counts them: no ``stat``).
+    size: int = 0
 
     def recording(self) -> bool:
         """True while this test's own trace is the running one (the session
@@ -331,9 +334,12 @@ class Recording:
                 and self.session is _tracing().current())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Figures:
-    """What the summary needs of one test: plain data, so xdist can ship it."""
+    """What the summary needs of one test.  It travels as a plain dict of
+    these fields (``report.pytrace`` on the teardown report), so xdist can
+    ship it; the summary folds each dict into its totals, and makes a
+    ``Figures`` only for a test its tables may list (one with collections)."""
 
     nodeid: str
     #: The kept trace, or None (not kept, or the test had no trace).
@@ -347,6 +353,45 @@ class Figures:
     #: The test's longest pauses: [[duration_ns, generation, innermost frame], ...].
     longest: tuple = ()
     note: str | None = None
+
+
+#: The defaults of every field of ``Figures`` but ``nodeid``.
+NO_FIGURES = {f.name: f.default for f in fields(Figures) if f.name != "nodeid"}
+
+
+class Summary:
+    """The terminal summary's figures, folded in one test at a time: the
+    totals, the notes of the first ``top`` tests without a trace of their
+    own, and the tests with collections (the only rows the GC tables can
+    show).  Holding a ``Figures`` per test cost a dataclass per test and
+    memory that grew with the suite."""
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.traced = 0
+        self.kept = 0
+        self.size = 0
+        self.wall_ns = 0
+        #: (nodeid, note) of the first ``top`` tests without a trace of their own.
+        self.untraced: list[tuple[str, str]] = []
+        self.untraced_count = 0
+        #: The traced tests with collections, in the order they reported.
+        self.collected: list[Figures] = []
+
+    def add(self, figures: dict) -> None:
+        """Fold in one test's figures (the dict of its teardown report)."""
+        note = figures["note"]
+        if note is not None:
+            self.untraced_count += 1
+            if len(self.untraced) < self.top:
+                self.untraced.append((figures["nodeid"], note))
+            return
+        self.traced += 1
+        self.kept += figures["path"] is not None
+        self.size += figures["size"]
+        self.wall_ns += figures["wall_ns"]
+        if figures["collections"]:
+            self.collected.append(Figures(**figures))
 
 
 class PytracePlugin:
@@ -364,8 +409,8 @@ class PytracePlugin:
         self.light = Options(calls=settings.calls,
                              **({} if settings.calls else {"buffer_size": LIGHT_BUFFER_SIZE}))
         self.current: Recording | None = None
-        #: One per test, from teardown reports (this process's, or xdist workers').
-        self.figures: list[Figures] = []
+        #: From every test's teardown report (this process's, or xdist workers').
+        self.summary = Summary(settings.top)
         #: The regions of every test, made once (a region object can be
         #: entered again, by any test).
         self._regions = {name: pytrace.region(name) for name in ("setup", "call", "teardown")}
@@ -398,7 +443,9 @@ class PytracePlugin:
     @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_setup")
     def pytest_runtest_setup_refuse_bad_markers(self, item):
         """Fail the setup of a test whose markers are wrong, before its fixtures
-        run (the way pytest's own skip markers act)."""
+        run (the way pytest's own skip markers act).  Not from the wrapper
+        above: failing there, before pytest's own setup wrappers (logging,
+        capture) have run, breaks their teardown."""
         if self.current is not None and self.current.error is not None:
             pytest.fail(f"{item.nodeid}: {self.current.error}", pytrace=False)
 
@@ -423,9 +470,10 @@ class PytracePlugin:
         nodeid = item.nodeid
         path = os.path.join(self.settings.directory, trace_file_name(nodeid))
         test = Recording(item, nodeid, path, None, None, None)
+        options_marks, limits_mark = _markers(item)
         try:
-            options = self._options(item)
-            test.limits = GCLimits.of(item)
+            options = self._options(options_marks)
+            test.limits = GCLimits.of(limits_mark)
         except (_options_module().OptionsError, ValueError) as exc:
             test.error = str(exc)
             test.note = "its markers are wrong"
@@ -444,8 +492,8 @@ class PytracePlugin:
         test.task = pytrace.task(item.nodeid).__enter__()
         return test
 
-    def _options(self, item) -> Options:
-        marks = list(item.iter_markers("pytrace"))
+    def _options(self, marks: list) -> Options:
+        """The recording options of a test with these ``pytrace`` markers (closest first)."""
         if not marks:
             return self.light
         from .options import Options, OptionsError
@@ -474,8 +522,9 @@ class PytracePlugin:
             _tracing().park()
         else:
             test.session.stop()
-        # Now, while the (parked) session's GC counts are this trace's.
+        # Now, while the (parked) session's GC counts and writer are this trace's.
         test.pauses = GCPauses.of_session(test.session, test.path, self.settings.top)
+        test.size = test.session.recorder.writer.size
 
     def _yield_to_test_trace(self) -> None:
         """The test is about to start a trace of its own: end and drop ours."""
@@ -504,9 +553,8 @@ class PytracePlugin:
             self.current = None
             figures = self._figures(test)
             if figures is not None:
-                # Its fields are plain data already: no deep copy (``asdict``) needed.
-                setattr(report, RESULT_ATTRIBUTE, dict(vars(figures)))
-            exists = figures is not None and figures.path is not None
+                setattr(report, RESULT_ATTRIBUTE, figures)
+            exists = figures is not None and figures["path"] is not None
         else:
             exists = test.note is None and not test.skipped
         if exists:
@@ -535,36 +583,49 @@ class PytracePlugin:
               f"triggered at (innermost first):\n{stack or '    (no Python code)'}"
               f"\ntrace: {test.path}")
 
-    def _figures(self, test: Recording) -> Figures | None:
-        """Read the finished trace; delete it if it is not to be kept.  None
-        for a test skipped before its body ran: it does not count."""
+    def _figures(self, test: Recording) -> dict | None:
+        """The test's ``Figures``, as the plain dict its report carries;
+        deletes the trace if it is not to be kept.  None for a test skipped
+        before its body ran: it does not count."""
         if test.note is not None or test.skipped:
             if test.session is not None:
                 os.remove(test.path)
-            return None if test.skipped else Figures(test.nodeid, note=test.note)
+            return None if test.skipped else {**NO_FIGURES, "nodeid": test.nodeid,
+                                                  "note": test.note}
         pauses = test.pauses
         kept = self.settings.keep == "all" or test.failed
-        size = os.stat(test.path).st_size
         if not kept:
             os.remove(test.path)
-        return Figures(
-            test.nodeid, test.path if kept else None, size, test.stopped - test.started,
-            pauses.total, pauses.collections, pauses.longest)
+        return {"nodeid": test.nodeid, "path": test.path if kept else None, "size": test.size,
+                "wall_ns": test.stopped - test.started, "gc_ns": pauses.total,
+                "collections": pauses.collections, "longest": pauses.longest, "note": None}
 
     # -- summary -------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report):
         figures = getattr(report, RESULT_ATTRIBUTE, None)
-        if report.when == "teardown" and figures is not None:
-            self.figures.append(Figures(**figures))
+        if figures is not None and report.when == "teardown":
+            self.summary.add(figures)
 
     def pytest_terminal_summary(self, terminalreporter, config):
         if hasattr(config, "workerinput"):  # an xdist worker: the controller summarizes
             return
         terminalreporter.section("pytrace")
-        for line in summary_lines(self.figures, self.settings.directory, self.settings.keep,
-                                  self.settings.top):
+        for line in summary_lines(self.summary, self.settings.directory, self.settings.keep):
             terminalreporter.write_line(line)
+
+
+def _markers(item) -> tuple[list, object]:
+    """The ``pytrace`` markers of ``item``, closest first, and its closest
+    ``gc_limits`` marker (or None): one walk up its nodes for both, where
+    ``iter_markers`` and ``get_closest_marker`` took one each."""
+    options, limits = [], None
+    for mark in item.iter_markers():
+        if mark.name == "pytrace":
+            options.append(mark)
+        elif mark.name == "gc_limits" and limits is None:
+            limits = mark
+    return options, limits
 
 
 def _pauses_in(path) -> list:
@@ -620,35 +681,33 @@ def _shorter(frame_text: str) -> str:
     return frame_text.replace(os.getcwd() + os.sep, "")
 
 
-def summary_lines(figures: list[Figures], directory: str, keep: str, top: int) -> list[str]:
+def summary_lines(summary: Summary, directory: str, keep: str) -> list[str]:
     """The terminal summary: where the traces are, then the GC pause tables."""
-    traced = [f for f in figures if f.note is None]
-    kept = [f for f in traced if f.path is not None]
-    size = sum(f.size for f in traced)
-    lines = [f"{len(kept)} trace{'s' * (len(kept) != 1)} in {directory}"
-             + (f" (keep=failed: {len(traced)} tests traced)" if keep == "failed" else "")
-             + (f"; {size / len(traced) / 1024:.1f} KiB per test trace" if traced else "")]
-    untraced = [f for f in figures if f.note is not None]
-    if untraced:
-        lines.append(f"tests without a trace of their own ({len(untraced)}):")
-        lines += [f"  {f.nodeid}: {f.note}" for f in untraced[:top]]
-        if len(untraced) > top:
-            lines.append(f"  ... and {len(untraced) - top} more")
+    top, traced = summary.top, summary.traced
+    lines = [f"{summary.kept} trace{'s' * (summary.kept != 1)} in {directory}"
+             + (f" (keep=failed: {traced} tests traced)" if keep == "failed" else "")
+             + (f"; {summary.size / traced / 1024:.1f} KiB per test trace" if traced else "")]
+    if summary.untraced_count:
+        lines.append(f"tests without a trace of their own ({summary.untraced_count}):")
+        lines += [f"  {nodeid}: {note}" for nodeid, note in summary.untraced]
+        if summary.untraced_count > top:
+            lines.append(f"  ... and {summary.untraced_count - top} more")
+    collected = summary.collected
     collections: dict[int, int] = {}
-    for f in traced:
+    for f in collected:
         for generation, count in f.collections:
             collections[generation] = collections.get(generation, 0) + count
     if not collections:
         lines.append("no garbage collections during the traced tests")
         return lines
-    gc_ns, wall_ns = sum(f.gc_ns for f in traced), sum(f.wall_ns for f in traced)
+    gc_ns, wall_ns = sum(f.gc_ns for f in collected), summary.wall_ns
     lines.append(
         f"GC: {sum(collections.values())} collections ("
         + ", ".join(f"gen{g} {n}" for g, n in sorted(collections.items()))
         + f"), {_ms(gc_ns)} paused = {_share(gc_ns, wall_ns)} of {_ms(wall_ns)} in traced tests")
     lines.append(f"tests with the most GC pause time (top {top}):")
     lines.append(f"  {'paused':>12}  {'share':>6}  {'gen0':>5} {'gen1':>5} {'gen2':>5}  test")
-    for f in sorted(traced, key=lambda f: -f.gc_ns)[:top]:
+    for f in sorted(collected, key=lambda f: -f.gc_ns)[:top]:
         if not f.gc_ns:
             break
         counts = dict(f.collections)
@@ -656,7 +715,7 @@ def summary_lines(figures: list[Figures], directory: str, keep: str, top: int) -
                      + " ".join(f"{counts.get(g, 0):>5}" for g in (0, 1, 2)) + f"  {f.nodeid}")
     lines.append(f"longest single pauses (top {top}):")
     lines.append(f"  {'pause':>12}  gen  test, then where the collection began")
-    pauses = sorted(((p, f.nodeid) for f in traced for p in f.longest), key=lambda x: -x[0][0])
+    pauses = sorted(((p, f.nodeid) for f in collected for p in f.longest), key=lambda x: -x[0][0])
     for (duration, generation, where), nodeid in pauses[:top]:
         lines.append(f"  {_ms(duration):>12}  {generation:>3}  {nodeid}")
         lines.append(f"  {'':>12}       at {_shorter(where) if where else '(no Python code)'}")

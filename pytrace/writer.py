@@ -39,9 +39,9 @@ stops, and what was already written stays a readable (cut-short) trace.
 from __future__ import annotations
 
 import _thread
+import errno
 import functools
 import os
-import stat
 import warnings
 
 from . import events, wire
@@ -51,6 +51,15 @@ from . import events, wire
 #: versions, the pid, ``argv``) are the same in every file a process writes,
 #: and ``pytest --pytrace`` writes one per test (issue 4).
 _meta_record = functools.lru_cache(maxsize=64)(wire.meta_record)
+
+
+#: ``os.write`` as this module found it: the blocking hook replaces
+#: ``os.write`` by a Python function that records it (and pytrace's own
+#: writes are not to be recorded), and a Python call between the footer's
+#: counts and the write would let a Ctrl-C fall between them (see
+#: ``write_batch``).  This module is imported before any hook is installed
+#: (``pytrace.session`` imports it through the recorder).
+_write = os.write
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,8 +75,15 @@ class TraceWriteWarning(RuntimeWarning):
 class Writer:
     """Owns the trace file from header to footer."""
 
-    def __init__(self, file, frequency: int, meta: dict[str, str]) -> None:
-        self._file = file
+    def __init__(self, fd: int, path: str, frequency: int, meta: dict[str, str]) -> None:
+        #: The file's descriptor, written with ``os.write``: a Python file
+        #: object adds nothing to unbuffered writes, and making one costs an
+        #: ``fstat`` and a few microseconds per file (``pytest --pytrace``
+        #: writes one file per test, issue 4).
+        self._fd = fd
+        self.path = path
+        #: Bytes written to the file so far (its size, once closed).
+        self.size = 0
         # From ``_thread``, not ``threading.Lock``: a trace started while
         # the blocking hook is installed would get its observed stand-in,
         # which costs a Python call per acquire and has nothing to observe
@@ -97,19 +113,22 @@ class Writer:
         to zero and rewritten out to disk when it is closed (its
         ``auto_da_alloc`` guard for "replace by truncate"), which cost
         ~100 us per file here against ~10 us (``pytest --pytrace``
-        rewrites one trace per test on every run).
+        rewrites one trace per test on every run).  A file that cannot be
+        cut (``EINVAL``: ``/dev/null``, a FIFO) is written as it is; asking
+        ``ftruncate`` instead of ``fstat`` first saves a system call per file.
         """
         path = os.fspath(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/null, a FIFO...
-                os.ftruncate(fd, 1)
-            file = open(fd, "wb", buffering=0)
+            os.ftruncate(fd, 1)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                os.close(fd)
+                raise
         except BaseException:
             os.close(fd)
             raise
-        file.name = path  # for messages (it would be the descriptor's number)
-        return cls(file, frequency, meta)
+        return cls(fd, path, frequency, meta)
 
     def write_batch(self, tid: int, batch: bytearray, count: int, seq: int) -> None:
         """Append the sealed ``batch`` (it holds ``count`` records) to the file.
@@ -142,10 +161,11 @@ class Writer:
                 totals[1] += count
                 if self.failed is None:
                     try:
-                        written = self._file.write(batch)
+                        written = _write(self._fd, batch)
                     except OSError as exc:
                         self._fail(exc)
                     else:
+                        self.size += written
                         self._put(batch, written)
             finally:
                 self._writing_thread = None
@@ -168,7 +188,7 @@ class Writer:
         totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
         self._put(wire.footer_record(totals))
         try:
-            self._file.close()
+            self._close_fd()
         except OSError as exc:
             self._fail(exc)
 
@@ -177,9 +197,17 @@ class Writer:
         self.closed = True
         self.failed = self.failed or OSError("abandoned in a forked child")
         try:
-            self._file.close()
+            self._close_fd()
         except OSError:
             pass
+
+    def _close_fd(self) -> None:
+        """Close the descriptor, once: closing its number again could close
+        a file the process opened since (a file object guarded this; e.g. a
+        forked child abandons a parked session, whose file is closed)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _put(self, data, start: int = 0) -> None:
         """Write ``data[start:]``, all of it: a raw write may take only part."""
@@ -188,7 +216,9 @@ class Writer:
         view = memoryview(data)[start:]
         try:
             while view:
-                view = view[self._file.write(view):]
+                written = _write(self._fd, view)
+                self.size += written
+                view = view[written:]
         except OSError as exc:
             self._fail(exc)
         finally:
@@ -198,9 +228,8 @@ class Writer:
         if self.failed is not None:
             return
         self.failed = exc
-        name = getattr(self._file, "name", "the trace file")
         warnings.warn(
-            f"pytrace could not write {name} ({exc.strerror or exc}); tracing "
+            f"pytrace could not write {self.path} ({exc.strerror or exc}); tracing "
             f"continues but the trace stops here and is cut short.",
             TraceWriteWarning,
             stacklevel=2,

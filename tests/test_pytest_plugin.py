@@ -355,9 +355,11 @@ def test_summary_counts_the_collections_each_test_made(pytester):
     assert pauses["test_none"] == []
     longest = max(pauses["test_full"] + pauses["test_young"], key=lambda p: p.duration)
     total = sum(p.duration for ps in pauses.values() for p in ps)
+    # The writer counts the bytes it writes: the figure is the files' own size.
+    sizes = [path.stat().st_size for path in (pytester.path / ".pytrace").iterdir()]
     result.stdout.fnmatch_lines([
         "*= pytrace =*",
-        f"3 traces in {pytester.path / '.pytrace'}; * KiB per test trace",
+        f"3 traces in {pytester.path / '.pytrace'}; {sum(sizes) / 3 / 1024:.1f} KiB per test trace",
         f"GC: 6 collections (gen0 3, gen1 1, gen2 2), {total / 1e6:.3f} ms paused = *% of * ms "
         f"in traced tests",
         "tests with the most GC pause time (top 5):",
@@ -637,6 +639,13 @@ def test_tests_run_inside_a_trace_already_running_go_to_that_trace(pytester, tmp
     ])
     logs = [e.arg("message") for e in pytrace.read(outer).events if e.name == "UserLog"]
     assert logs == ["one", "two"]
+    shorter = pytester.runpytest("--pytrace", "--pytrace-top=1", "-p", "no:cacheprovider")
+    shorter.stdout.fnmatch_lines([
+        "tests without a trace of their own (2):",
+        "  test_inner_inside.py::test_one: *",
+        "  ... and 1 more",
+    ])
+    assert "test_inner_inside.py::test_two:" not in shorter.stdout.str()
 
 
 # -- the same outcomes with and without pytrace --------------------------------------

@@ -308,9 +308,16 @@ from pytrace import session as tracing
 
 original_sleep = time.sleep
 tracing.start(sys.argv[1], calls=False, flush_interval=0)
+finished_fd = tracing.current().recorder.writer._fd
 tracing.park()
+# The program's next file gets the number the finished trace's file had.
+os.dup2(os.open(sys.argv[1] + ".other", os.O_WRONLY | os.O_CREAT), finished_fd)
 pid = os.fork()
 if pid == 0:  # the child: the parked hooks are gone, nothing is parked
+    try:
+        os.write(finished_fd, b"the child's file is still open")
+    except OSError:
+        os._exit(2)  # dropping the parked session closed that number again
     os._exit(0 if time.sleep is original_sleep and tracing._parked is None else 1)
 _, status = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(status))
