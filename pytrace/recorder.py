@@ -45,11 +45,32 @@ def metadata(start_ticks: int) -> dict[str, str]:
         "pytrace_version": __version__,
         "python_version": PYTHON_VERSION,
         "python_implementation": PYTHON_IMPLEMENTATION,
-        "pid": str(os.getpid()),
+        "pid": _pid(),
         "argv": _argv_json(sys.argv),
         "start_wall_ns": str(time.time_ns()),
         "start_ticks": str(start_ticks),
     }
+
+
+#: This process's id as text; a forked child reads its own (``_forget_pid``).
+_pid_text: str | None = None
+
+
+def _pid() -> str:
+    """``str(os.getpid())``, read once per process: a system call less per
+    file (``pytest --pytrace`` writes one per test, issue 4)."""
+    global _pid_text
+    if _pid_text is None:
+        _pid_text = str(os.getpid())
+    return _pid_text
+
+
+def _forget_pid() -> None:
+    global _pid_text
+    _pid_text = None
+
+
+os.register_at_fork(after_in_child=_forget_pid)
 
 
 #: ``(argv, its JSON)`` of the last ``_argv_json`` call.
@@ -225,9 +246,11 @@ class Recorder:
                 FLUSHER.end_if_idle()
             return
         self.closed = True
+        flushed = False
         try:
             FLUSHER.wait_for(self)
             self.slots.flush_all()
+            flushed = True
         finally:
             # A Ctrl-C in the final flush (or while waiting for the flusher)
             # must not cost the footer nor the batches: flushing again hands
@@ -235,9 +258,12 @@ class Recorder:
             # reached yet) and the footer follows; the KeyboardInterrupt goes
             # on to the program after.  A batch the flusher is handing over
             # must reach the writer before the footer: wait for it again.
+            # (Uninterrupted, once is enough: the flusher was told to forget
+            # this recorder before the wait.)
             try:
-                FLUSHER.wait_for(self)
-                self.slots.flush_all()
+                if not flushed:
+                    FLUSHER.wait_for(self)
+                    self.slots.flush_all()
             finally:
                 self.writer.close()
                 if not keep_flusher:

@@ -262,15 +262,23 @@ _session_lock = threading.Lock()
 #: out (the old uninstall would otherwise undo the new session's patches).
 _leaving: tuple[Session, int] | None = None
 _left = threading.Condition(_session_lock)
+#: How many ``start`` calls wait on ``_left``: with none, a park skips the
+#: notification (a Python-level call, on every test under ``pytest --pytrace``).
+_waiting = 0
 
 
 def _wait_for_leaving() -> None:
     """With ``_session_lock`` held: wait until no session is being stopped."""
+    global _waiting
     while _leaving is not None:
         if _leaving[1] == threading.get_ident():
             raise TracerError("pytrace.start() was called while this thread is stopping a trace "
                               "(from a callback inside pytrace.stop()); start it after stop() returns")
-        _left.wait()
+        _waiting += 1
+        try:
+            _left.wait()
+        finally:
+            _waiting -= 1
 
 
 def _left_behind(session: Session) -> None:
@@ -279,7 +287,8 @@ def _left_behind(session: Session) -> None:
     with _session_lock:
         if _leaving is not None and _leaving[0] is session:
             _leaving = None
-            _left.notify_all()
+            if _waiting:
+                _left.notify_all()
 
 
 def current() -> Session | None:
@@ -393,13 +402,14 @@ def _after_fork_in_parent() -> None:
 
 def _stop_in_forked_child() -> None:
     """A forked child never writes into its parent's trace: it stops tracing."""
-    global _session, _parked, _leaving, _session_lock, _left
+    global _session, _parked, _leaving, _session_lock, _left, _waiting
     FLUSHER.forget_all()
     # Another thread of the parent may have held the lock or been stopping:
     # neither exists in the child.
     _session_lock = _thread.allocate_lock()  # not the blocking hook's stand-in
     _left = threading.Condition(_session_lock)
     _leaving = None
+    _waiting = 0
     session, _session = _session, None
     if session is not None:
         session.abandon()
