@@ -142,30 +142,54 @@ tsc_sample(uint64_t *tsc, uint64_t *ns)
     }
 }
 
-/* The scale is measured over this many nanoseconds (once per process, when
- * the clock is first used): a sample's uncertainty is ~20 ns, so the
- * relative error of durations is ~1e-5. */
+/* The scale is measured over this many nanoseconds: a sample's uncertainty
+ * is ~20 ns, so the relative error of durations is ~1e-5.  The measurement
+ * does not wait: the first sample is taken when the clock is first used,
+ * the clock reads CLOCK_MONOTONIC until this much time has passed, and the
+ * first reading after that takes the second sample and switches to the
+ * counter (a busy wait here cost every traced process 4 ms, and `pytest
+ * --pytrace` is a process per run, issue 4).  Every reading happens with
+ * the GIL held, so the switch is made once. */
 #define TSC_CALIBRATION_NS 4000000u
 
-static void
-calibrate_tsc(void)
+static int tsc_calibrating = 0;
+static uint64_t calibration_tsc = 0;  /* first sample: counter */
+static uint64_t calibration_ns = 0;   /* first sample: CLOCK_MONOTONIC */
+
+/* Whether the kernel itself keeps time with an invariant counter. */
+static int
+tsc_usable(void)
 {
-    if (!file_contains("/sys/devices/system/clocksource/clocksource0/current_clocksource",
-                       "tsc", 64)
-        || !file_contains("/proc/cpuinfo", " constant_tsc", 1 << 16)
-        || !file_contains("/proc/cpuinfo", " nonstop_tsc", 1 << 16)) {
-        return;
+    return file_contains("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                         "tsc", 64)
+           && file_contains("/proc/cpuinfo", " constant_tsc", 1 << 16)
+           && file_contains("/proc/cpuinfo", " nonstop_tsc", 1 << 16);
+}
+
+static void
+begin_tsc_calibration(void)
+{
+    if (tsc_usable()) {
+        tsc_sample(&calibration_tsc, &calibration_ns);
+        tsc_calibrating = 1;
     }
-    uint64_t t0, n0, t1, n1;
-    tsc_sample(&t0, &n0);
-    while (monotonic_ns() - n0 < TSC_CALIBRATION_NS) {
-    }
+}
+
+/* The second sample: from now on the counter, scaled, is the clock.  Its
+ * origin maps to the sample's CLOCK_MONOTONIC reading, which is later than
+ * every reading the clock gave before, so it never goes backwards here. */
+static void
+finish_tsc_calibration(void)
+{
+    uint64_t t1, n1;
     tsc_sample(&t1, &n1);
-    if (t1 <= t0 || n1 <= n0) {
-        return;
+    tsc_calibrating = 0;
+    if (t1 <= calibration_tsc || n1 <= calibration_ns) {
+        return;  /* stays on CLOCK_MONOTONIC */
     }
-    tsc_scale = (uint64_t)((((unsigned __int128)(n1 - n0)) << 32) / (t1 - t0));
-    tsc_hz = (double)(t1 - t0) * 1e9 / (double)(n1 - n0);
+    tsc_scale = (uint64_t)((((unsigned __int128)(n1 - calibration_ns)) << 32)
+                           / (t1 - calibration_tsc));
+    tsc_hz = (double)(t1 - calibration_tsc) * 1e9 / (double)(n1 - calibration_ns);
     tsc_origin = t1;
     ns_origin = n1;
     clock_uses_tsc = tsc_scale != 0;
@@ -181,7 +205,7 @@ ensure_clock(void)
 #if HAVE_TSC
     const char *forced = getenv("PYTRACE_CLOCK");
     if (forced == NULL || strcmp(forced, "monotonic") != 0) {
-        calibrate_tsc();
+        begin_tsc_calibration();
     }
 #endif
     clock_ready = 1;
@@ -198,6 +222,16 @@ core_now(void)
         }
         return ns_origin + (uint64_t)(((unsigned __int128)ticks * tsc_scale) >> 32);
     }
+    if (tsc_calibrating) {
+        uint64_t now = monotonic_ns();
+        if (now - calibration_ns < TSC_CALIBRATION_NS) {
+            return now;
+        }
+        finish_tsc_calibration();
+        if (clock_uses_tsc) {
+            return ns_origin;
+        }
+    }
 #endif
     return monotonic_ns();
 }
@@ -213,6 +247,11 @@ static PyObject *
 core_clock_info(PyObject *module, PyObject *unused)
 {
     ensure_clock();
+#if HAVE_TSC
+    while (tsc_calibrating) {  /* report the source the clock settles on */
+        (void)core_now();
+    }
+#endif
     return Py_BuildValue("{s:s,s:d}", "source", clock_uses_tsc ? "tsc" : "monotonic",
                          "tsc_hz", tsc_hz);
 }

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -493,6 +494,31 @@ def test_the_c_clock_counts_nanoseconds_at_perf_counters_rate():
     a1, c1, b1 = time.perf_counter_ns(), clock(), time.perf_counter_ns()
     assert (a1 - b0) * 0.999 <= c1 - c0 <= (b1 - a0) * 1.001
     assert core.c_module.clock_info()["source"] in ("tsc", "monotonic")
+
+
+def test_the_c_clock_switches_to_the_counter_without_a_step_back():
+    """A fresh process: the clock reads CLOCK_MONOTONIC while it measures the
+    counter's rate (~4 ms, without waiting for it), then the counter; the
+    readings around the switch still only go forward, at perf_counter's rate."""
+    requires_c_core()
+    probe = textwrap.dedent("""
+        import json, time
+        from pytrace import _core
+        readings, perf = [], []
+        start = time.perf_counter_ns()
+        while time.perf_counter_ns() - start < 20_000_000:
+            perf.append(time.perf_counter_ns())
+            readings.append(_core.clock())
+        print(json.dumps([readings, perf, _core.clock_info()["source"]]))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    readings, perf, source = json.loads(done.stdout)
+    assert readings == sorted(readings)
+    assert source in ("tsc", "monotonic")
+    span = readings[-1] - readings[0]
+    assert (perf[-1] - perf[1]) * 0.999 <= span + 100_000  # a hair of slack for the ends
+    assert span <= (perf[-1] - perf[0]) * 1.001 + 100_000
 
 
 def test_the_c_clock_never_goes_backwards_across_threads():
