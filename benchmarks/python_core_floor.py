@@ -58,7 +58,7 @@ def empty_callbacks():
     def on_return(code, offset, value):
         pass
 
-    return on_start, on_return, None
+    return on_start, on_return
 
 
 def list_append():
@@ -71,7 +71,7 @@ def list_append():
     def on_return(code, offset, value):
         append((1, code, clock()))
 
-    return on_start, on_return, None
+    return on_start, on_return
 
 
 def deferred_encoding():
@@ -116,7 +116,7 @@ def deferred_encoding():
         append(exit_record)
         append(now)
 
-    return on_start, on_return, None
+    return on_start, on_return
 
 
 class _Slot:
@@ -150,7 +150,7 @@ def minimal_encoder():
             CALL_EXIT, slot, slot.seq, delta)
         slot.count += 1
 
-    return on_start, on_return, None
+    return on_start, on_return
 
 
 def timed(n: int) -> float:
@@ -160,7 +160,7 @@ def timed(n: int) -> float:
 
 
 def traced_by_tool(make, n: int) -> float:
-    on_start, on_return, _ = make()
+    on_start, on_return = make()
     monitoring = sys.monitoring
     monitoring.use_tool_id(TOOL, "floor")
     try:

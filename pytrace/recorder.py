@@ -25,10 +25,8 @@ DEFAULT_BUFFER_SIZE = 64 * 1024
 #: The smallest legal buffer: a batch header plus one maximal varint record.
 MIN_BUFFER_SIZE = wire.BATCH_FIXED_SIZE + 3 * wire.MAX_VARINT_BYTES + 1
 
-#: The Python core's clock: nanoseconds, so ticks per second is 1e9.  The C
-#: core's clock counts nanoseconds too (``pytrace.core``); a recorder made
-#: without an explicit clock uses the active core's.
-CLOCK = time.perf_counter_ns
+#: Ticks per second of both cores' clocks (nanoseconds, ``pytrace.core``);
+#: a recorder made without an explicit clock uses the active core's.
 CLOCK_FREQUENCY = core.FREQUENCY
 
 

@@ -99,7 +99,7 @@ class Session:
         #: If set, ``start()`` of another trace calls it (it must stop this
         #: session) instead of refusing: the owner of this session gives way.
         self.on_superseded = None
-        self._stop_lock = threading.Lock()
+        self._stop_lock = _thread.allocate_lock()
         self.stopped = False
         self.failure: BaseException | None = None
 
@@ -181,14 +181,20 @@ class Session:
             if self.stopped:
                 return
             self.stopped = True
+        self._remove_hooks(warn=True)
+        self._followers.clear()
+        self._close_recorder()
+
+    def _remove_hooks(self, warn: bool) -> None:
+        """Uninstall every hook, last installed first; one that fails (with
+        a warning if ``warn``) does not keep the others in."""
         for uninstall in reversed(self._uninstall):
             try:
                 uninstall()
             except Exception as exc:  # never let cleanup hide the trace
-                self._warn(f"pytrace could not remove a hook cleanly: {exc!r}")
+                if warn:
+                    self._warn(f"pytrace could not remove a hook cleanly: {exc!r}")
         self._uninstall.clear()
-        self._followers.clear()
-        self._close_recorder()
 
     def _close_recorder(self, keep_flusher: bool = False) -> None:
         try:
@@ -201,12 +207,7 @@ class Session:
         writing a byte (the file and its buffers belong to the parent)."""
         self.stopped = True
         self.recorder.abandon()
-        for uninstall in reversed(self._uninstall):
-            try:
-                uninstall()
-            except Exception:
-                pass
-        self._uninstall.clear()
+        self._remove_hooks(warn=False)
 
     def fail(self, exc: BaseException) -> None:
         """An internal error in a hook: stop tracing, warn once, keep the trace valid."""
@@ -255,7 +256,7 @@ class Session:
 _session: Session | None = None
 #: The session ``park`` left waiting with its hooks installed, or None.
 _parked: Session | None = None
-_session_lock = threading.Lock()
+_session_lock = _thread.allocate_lock()
 #: ``(session, thread ident)`` while ``stop``/``park``/``unpark`` take a
 #: session's hooks out (or park them): ``start`` on another thread waits for
 #: that to end, so a new session's hooks never go in before the old ones are
