@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from _thread import get_ident
 
 from . import core, events, wire
 
@@ -306,9 +307,9 @@ class Slots:
 
     def current(self) -> ThreadSlot:
         """The calling thread's slot, created on its first event."""
-        slot = self.by_ident.get(threading.get_ident())
+        slot = self.by_ident.get(get_ident())
         if slot is None:
-            slot = self._create(threading.get_ident(), self.reserve_tid())
+            slot = self._create(get_ident(), self.reserve_tid())
         return slot
 
     def reserve_tid(self) -> int:
@@ -319,8 +320,8 @@ class Slots:
     def bind(self, tid: int) -> ThreadSlot:
         """Give the calling thread a new slot with the reserved ``tid``,
         retiring a stale slot left by an earlier thread with the same ident."""
-        self.retire(threading.get_ident())
-        return self._create(threading.get_ident(), tid)
+        self.retire(get_ident())
+        return self._create(get_ident(), tid)
 
     def make_slot(self, tid: int) -> ThreadSlot:
         """A new, unpublished slot of the active core (``pytrace.core``)."""

@@ -206,11 +206,8 @@ class GCLimits:
     max_collections: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def of(cls, mark) -> "GCLimits | None":
-        """The limits of a ``gc_limits`` marker (None for no marker);
-        ``ValueError`` names what is wrong."""
-        if mark is None:
-            return None
+    def of(cls, mark) -> "GCLimits":
+        """The limits of a ``gc_limits`` marker; ``ValueError`` names what is wrong."""
         if mark.args:
             raise ValueError("gc_limits takes keyword arguments only: "
                              "max_pause, max_total, max_collections")
@@ -414,6 +411,9 @@ class PytracePlugin:
         #: The regions of every test, made once (a region object can be
         #: entered again, by any test).
         self._regions = {name: pytrace.region(name) for name in ("setup", "call", "teardown")}
+        #: Where each test's file goes, less its name (a test's file name
+        #: never starts with ``/``: ``os.path.join`` is not needed).
+        self._path_prefix = os.path.join(settings.directory, "")
         self._import_hooks()
 
     def _import_hooks(self) -> None:
@@ -468,12 +468,13 @@ class PytracePlugin:
         the test's options differ from the last traced test's."""
         tracing = _tracing()
         nodeid = item.nodeid
-        path = os.path.join(self.settings.directory, trace_file_name(nodeid))
+        path = self._path_prefix + trace_file_name(nodeid)
         test = Recording(item, nodeid, path, None, None, None)
         options_marks, limits_mark = _markers(item)
         try:
             options = self._options(options_marks)
-            test.limits = GCLimits.of(limits_mark)
+            if limits_mark is not None:
+                test.limits = GCLimits.of(limits_mark)
         except (_options_module().OptionsError, ValueError) as exc:
             test.error = str(exc)
             test.note = "its markers are wrong"
@@ -489,7 +490,7 @@ class PytracePlugin:
             test.note = f"pytrace could not start: {exc}"
             return test
         test.started = time.perf_counter_ns()
-        test.task = pytrace.task(item.nodeid).__enter__()
+        test.task = pytrace.task(nodeid).__enter__()
         return test
 
     def _options(self, marks: list) -> Options:
@@ -543,13 +544,16 @@ class PytracePlugin:
         test = self.current
         if test is None or test.item is not item:
             return report
-        if call.when == "setup" and report.skipped:
+        # ``report.outcome`` read directly: the ``passed``/``failed``/``skipped``
+        # properties are a Python call each, on every phase of every test.
+        when = call.when
+        if when == "setup" and report.outcome == "skipped":
             test.skipped = True
-        if call.when == "call" and report.passed and test.limits is not None:
+        if when == "call" and test.limits is not None and report.outcome == "passed":
             self._check_gc_limits(test, report)
-        if report.failed:
-            test.failed = True
-        if call.when == "teardown":
+        failed = report.outcome == "failed"
+        test.failed = test.failed or failed
+        if when == "teardown":
             self.current = None
             figures = self._figures(test)
             if figures is not None:
@@ -559,7 +563,7 @@ class PytracePlugin:
             exists = test.note is None and not test.skipped
         if exists:
             report.user_properties.append((PATH_PROPERTY, test.path))
-            if report.failed and not test.over_gc_limits:
+            if failed and not test.over_gc_limits:
                 report.sections.append(("pytrace", f"trace: {test.path}"))
         return report
 

@@ -34,20 +34,24 @@ PYTHON_VERSION = platform.python_version()
 PYTHON_IMPLEMENTATION = platform.python_implementation()
 
 
-def metadata(start_ticks: int) -> dict[str, str]:
-    """What a reader needs to know about the traced process.  Read afresh
-    for each file (a forked child's pid, an ``argv`` the program changed),
-    but the encoding of an unchanged ``argv`` is reused: ``pytest
-    --pytrace`` writes a file per test (issue 4)."""
-    return {
-        "pytrace_version": __version__,
-        "python_version": PYTHON_VERSION,
-        "python_implementation": PYTHON_IMPLEMENTATION,
-        "pid": _pid(),
-        "argv": _argv_json(sys.argv),
-        "start_wall_ns": str(time.time_ns()),
-        "start_ticks": str(start_ticks),
-    }
+def process_metadata() -> tuple[tuple[str, str], ...]:
+    """What a reader needs to know about the traced process, as ``(key,
+    value)`` pairs: the same in every file the process writes (``pytest
+    --pytrace`` writes one per test, issue 4), so the writer encodes them once
+    (``writer._opening``).  Read afresh for each file all the same: a forked
+    child has its own pid, and a program may change ``argv``."""
+    return (
+        ("pytrace_version", __version__),
+        ("python_version", PYTHON_VERSION),
+        ("python_implementation", PYTHON_IMPLEMENTATION),
+        ("pid", _pid()),
+        ("argv", _argv_json(sys.argv)),
+    )
+
+
+def file_metadata(start_ticks: int) -> tuple[tuple[str, str], ...]:
+    """When this file began, on the wall clock and on the trace's clock."""
+    return (("start_wall_ns", str(time.time_ns())), ("start_ticks", str(start_ticks)))
 
 
 #: This process's id as text; a forked child reads its own (``_forget_pid``).
@@ -226,7 +230,8 @@ class Recorder:
         if clock is None:
             clock = core.clock()
         self.clock = clock
-        self.writer = Writer.open(self.path, frequency, metadata(clock()))
+        self.writer = Writer.open(self.path, frequency, process_metadata(),
+                                  file_metadata(clock()))
         self.tables = Tables()
         self.slots = Slots(self.writer, self.tables, clock, buffer_size)
         self.closed = False
@@ -247,6 +252,7 @@ class Recorder:
         flushed = False
         try:
             FLUSHER.wait_for(self)
+            self.writer.hold()  # the final batches go with the footer
             self.slots.flush_all()
             flushed = True
         finally:

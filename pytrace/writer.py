@@ -47,12 +47,6 @@ import warnings
 from . import events, wire
 
 
-#: ``wire.meta_record``, remembering recent encodings: most entries (the
-#: versions, the pid, ``argv``) are the same in every file a process writes,
-#: and ``pytest --pytrace`` writes one per test (issue 4).
-_meta_record = functools.lru_cache(maxsize=64)(wire.meta_record)
-
-
 #: ``os.write`` as this module found it: the blocking hook replaces
 #: ``os.write`` by a Python function that records it (and pytrace's own
 #: writes are not to be recorded), and a Python call between the footer's
@@ -63,9 +57,17 @@ _write = os.write
 
 
 @functools.lru_cache(maxsize=4)
-def _opening(frequency: int) -> bytes:
-    """The file's first bytes: the header, then the clock's frequency."""
-    return wire.HEADER + wire.record(events.FREQUENCY, (frequency,))
+def _opening(frequency: int, process_meta: tuple) -> bytes:
+    """The file's first bytes: the header, the clock's frequency, then the
+    process's metadata (``recorder.process_metadata``).  Remembered: they are
+    the same in every file a process writes, and ``pytest --pytrace`` writes
+    one per test (issue 4)."""
+    return (wire.HEADER + wire.record(events.FREQUENCY, (frequency,))
+            + b"".join([wire.meta_record(key, value) for key, value in process_meta]))
+
+
+#: Most bytes of final batches the writer keeps to write with the footer (see ``Writer.hold``).
+HOLD_LIMIT = 64 * 1024
 
 
 class TraceWriteWarning(RuntimeWarning):
@@ -75,7 +77,8 @@ class TraceWriteWarning(RuntimeWarning):
 class Writer:
     """Owns the trace file from header to footer."""
 
-    def __init__(self, fd: int, path: str, frequency: int, meta: dict[str, str]) -> None:
+    def __init__(self, fd: int, path: str, frequency: int, process_meta: tuple,
+                 file_meta: tuple) -> None:
         #: The file's descriptor, written with ``os.write``: a Python file
         #: object adds nothing to unbuffered writes, and making one costs an
         #: ``fstat`` and a few microseconds per file (``pytest --pytrace``
@@ -96,17 +99,27 @@ class Writer:
         #: there (a GC callback, a finalizer) may stop tracing, and its
         #: ``close`` must not wait for the lock its own thread holds.
         self._writing_thread: int | None = None
-        self._put(_opening(frequency) + b"".join([_meta_record(k, v) for k, v in meta.items()]))
+        #: Set by ``hold``: batches are kept in ``_held`` (up to
+        #: ``HOLD_LIMIT`` bytes) instead of written, to go with the footer.
+        self._holding = False
+        #: Batches taken but not written yet, in the order taken; whatever
+        #: is written next (a batch, the footer) goes after them in the same
+        #: system call, so the file keeps that order.
+        self._held = b""
+        self._put(_opening(frequency, process_meta)
+                  + b"".join([wire.meta_record(key, value) for key, value in file_meta]))
 
     @classmethod
-    def open(cls, path, frequency: int, meta: dict[str, str]) -> "Writer":
+    def open(cls, path, frequency: int, process_meta: tuple, file_meta: tuple) -> "Writer":
         """Create (or truncate) ``path``.  Raises ``OSError`` if impossible,
         so the caller can refuse to start with a clear message.
 
         The file is unbuffered: every batch goes to the OS at once (one
         ``write`` per 64 KiB batch), so a crash of the process loses nothing
         the writer was given, and a forked child holds no buffered copy of
-        the parent's bytes that it could write a second time.
+        the parent's bytes that it could write a second time.  The one
+        exception is the final flush, inside the recorder's close: its
+        batches wait for the footer (``hold``).
 
         An existing regular file is cut to one byte, not to zero, before the
         header overwrites that byte: ext4 writes a file that was truncated
@@ -128,7 +141,7 @@ class Writer:
         except BaseException:
             os.close(fd)
             raise
-        return cls(fd, path, frequency, meta)
+        return cls(fd, path, frequency, process_meta, file_meta)
 
     def write_batch(self, tid: int, batch: bytearray, count: int, seq: int) -> None:
         """Append the sealed ``batch`` (it holds ``count`` records) to the file.
@@ -149,6 +162,8 @@ class Writer:
                 totals = self.totals.setdefault(tid, [0, 0])
                 if seq < totals[0]:
                     return  # taken already: an interrupt hit after the write
+                held = self._held
+                hold = self._holding and len(held) + len(batch) <= HOLD_LIMIT
                 # From here to the write nothing may be a call, a function
                 # entry or a backward jump: a signal handler (Ctrl-C) would
                 # run there and leave the batch counted but not written.  The
@@ -160,17 +175,30 @@ class Writer:
                 totals[0] += 1
                 totals[1] += count
                 if self.failed is None:
+                    if hold:
+                        self._held = held + batch
+                        return
+                    data = held + batch if held else batch
+                    self._held = b""
                     try:
-                        written = _write(self._fd, batch)
+                        written = _write(self._fd, data)
                     except OSError as exc:
                         self._fail(exc)
                     else:
                         self.size += written
-                        self._put(batch, written)
+                        self._put(data, written)
             finally:
                 self._writing_thread = None
                 if self.closed:  # closed from inside the write: finish here
                     self._finish()
+
+    def hold(self) -> None:
+        """The final flush follows: keep its batches (up to ``HOLD_LIMIT``
+        bytes) and write them with the footer, in one system call instead of
+        one per batch plus one (``pytest --pytrace`` closes a file per test,
+        issue 4).  Nothing the program does runs between the final flush
+        and the footer: the close is one call of the recorder."""
+        self._holding = True
 
     def close(self) -> None:
         """Write the footer and close the file.  Call after the final flush.
@@ -186,7 +214,8 @@ class Writer:
 
     def _finish(self) -> None:
         totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
-        self._put(wire.footer_record(totals))
+        held, self._held = self._held, b""
+        self._put(held + wire.footer_record(totals))
         try:
             self._close_fd()
         except OSError as exc:

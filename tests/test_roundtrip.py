@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pytrace
-from pytrace import events
+from pytrace import events, wire
 from pytrace.reader import Func
 from pytrace.recorder import CLOCK_FREQUENCY, MIN_BUFFER_SIZE
 from tracegen import (
@@ -51,6 +51,15 @@ steps = st.sampled_from(TIMED_KINDS).flatmap(
         Step, deltas, st.just(kind), st.tuples(*(ARGUMENTS[typ] for _, typ in kind.args))
     )
 )
+
+
+def test_the_small_varint_table_holds_the_encoding_of_every_value_below_2_to_the_14():
+    """The hot path's table (built from the byte layouts, not by encoding)
+    gives what the encoding loop and the reader agree on, for all 16,384 values."""
+    assert len(wire.SMALL_UVARINTS) == wire.SMALL_LIMIT == 1 << 14
+    for value, encoded in enumerate(wire.SMALL_UVARINTS):
+        assert encoded == wire._encode_uvarint(value)
+        assert wire.read_uvarint(encoded, 0, len(encoded)) == (value, len(encoded))
 
 
 @st.composite

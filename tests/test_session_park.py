@@ -22,7 +22,7 @@ import pytest
 
 import pytrace
 from eventlog import QUIET, gc_disabled, normalized, of_kind, thread_tid
-from pytrace import events, session as tracing
+from pytrace import events, session as tracing, writer as writer_module
 
 #: The pytest plugin's light mode (without the periodic flusher, except where a test wants it).
 LIGHT = dict(calls=False, flush_interval=0)
@@ -131,6 +131,55 @@ def test_each_files_metadata_is_read_when_it_starts(tmp_path, monkeypatch):
     assert len({meta["start_ticks"] for meta in metas}) == 3
     assert len({meta["start_wall_ns"] for meta in metas}) == 3
     assert {meta["pid"] for meta in metas} == {str(os.getpid())}
+
+
+def test_a_short_files_last_batch_and_footer_take_one_write(tmp_path, monkeypatch):
+    """A file per test means a few system calls per test (issue 4): the
+    opening, then the final flush's batch together with the footer."""
+    writes = []
+    write = writer_module._write
+    monkeypatch.setattr(writer_module, "_write",
+                        lambda fd, data: writes.append(len(data)) or write(fd, data))
+    path = tmp_path / "short.pytrace"
+    tracing.start(path, **LIGHT)
+    pytrace.log("test", "one event")
+    tracing.park()
+    assert len(writes) == 2
+    assert sum(writes) == path.stat().st_size
+    assert logs(read_valid(path)) == ["one event"]
+
+
+def test_final_batches_past_the_hold_limit_stay_in_order(tmp_path):
+    """At the stop, three threads each hold a batch of about half the
+    writer's hold limit: some are kept for the footer's write, some go out
+    with what was kept before them; every thread's events are whole and in
+    order."""
+    release = threading.Event()
+    written = threading.Barrier(4)
+    # A log with its own 36-byte message (defined with it) is ~48 bytes.
+    per_thread = writer_module.HOLD_LIMIT // 2 // 48
+
+    def work(name):
+        for n in range(per_thread):
+            pytrace.log(name, f"{name}{n:034d}")
+        written.wait()
+        release.wait()
+
+    path = tmp_path / "big.pytrace"
+    tracing.start(path, calls=False, flush_interval=0)
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    written.wait()
+    tracing.stop()
+    release.set()
+    for thread in threads:
+        thread.join()
+    trace = read_valid(path)
+    for i in range(3):
+        messages = [e.arg("message") for e in of_kind(trace, "UserLog")
+                    if e.arg("category") == f"t{i}"]
+        assert messages == [f"t{i}{n:034d}" for n in range(per_thread)]
 
 
 def test_each_file_holds_only_its_own_periods_events(tmp_path):

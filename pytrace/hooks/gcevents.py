@@ -48,7 +48,6 @@ import time
 from .. import core, events
 from ..recorder import CLOCK_FREQUENCY
 from ..session import OWN_THREAD_PREFIX, is_own_code
-from .sampler import Ticker
 
 GC_START = events.BY_NAME["GCStart"].id
 GC_DONE = events.BY_NAME["GCDone"].id
@@ -175,6 +174,11 @@ class GCHook:
     def _start_ticker(self) -> None:
         interval = self.session.options.heap_interval
         if interval > 0:
+            # Imported here: the default (no ticker) never loads the sampler,
+            # and ``pytest --pytrace`` imports this module in every run (issue 4).
+            # Only the first call imports (at install, before any call hook).
+            from .sampler import Ticker
+
             self._ticker = Ticker(self.session, OWN_THREAD_PREFIX + "heap", interval,
                                   self.emit_heap_counters)
 

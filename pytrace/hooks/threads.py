@@ -135,17 +135,19 @@ class ThreadsHook:
     # -- threads running at install ------------------------------------------
 
     def announce_running(self) -> None:
-        """ThreadStart for every thread alive now (see the module docstring)."""
+        """ThreadStart for every thread alive now (see the module docstring).
+        Reads the threads' attributes, not their properties: this runs at
+        the start of every file (``pytest --pytrace``: of every test)."""
         me = threading.current_thread()
         slot = self.slots.current()
-        slot.emit(THREAD_START, me.ident, me.native_id or 0, slot.string_id(me.name))
+        slot.emit(THREAD_START, me._ident, _native_id(me), slot.string_id(me._name))
         for thread in threading.enumerate():
-            if thread is not me and thread.ident is not None and not _is_own(thread):
+            if thread is not me and thread._ident is not None and not _is_own(thread):
                 # The name is defined through this thread's slot, so a
                 # prepared slot that loses the race below takes no
                 # definition with it.
-                name = slot.string_id(thread.name)
-                self._adopt(thread.ident, thread.native_id or 0, name)
+                name = slot.string_id(thread._name)
+                self._adopt(thread._ident, _native_id(thread), name)
 
     def _adopt(self, ident: int, native_id: int, name: int) -> None:
         """Give the running thread ``ident`` a slot that starts with ThreadStart.
@@ -158,6 +160,11 @@ class ThreadsHook:
         prepared = slots.make_slot(slots.reserve_tid())
         prepared.emit(THREAD_START, ident, native_id, name)
         slots.publish(ident, prepared)
+
+
+def _native_id(thread: threading.Thread) -> int:
+    """The thread's OS id, 0 where the platform has none (or not yet)."""
+    return getattr(thread, "_native_id", None) or 0
 
 
 def _is_own(thread: threading.Thread) -> bool:
