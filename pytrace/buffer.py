@@ -61,7 +61,9 @@ from _thread import get_ident
 
 from . import core, events, wire
 
-_SMALL = wire.SMALL_UVARINTS
+#: ``wire.small_uvarints()``, fetched by the first slot made (see
+#: ``ThreadSlot.__init__``), so that a process on the C core never builds it.
+_SMALL: tuple[bytes, ...] = ()
 _BASE_PACK_INTO = wire.BATCH_BASE.pack_into
 _SMALL_LIMIT = wire.SMALL_LIMIT
 
@@ -120,6 +122,9 @@ class ThreadSlot:
     )
 
     def __init__(self, tid: int, writer, tables: Tables, clock, limit: int) -> None:
+        global _SMALL
+        if not _SMALL:
+            _SMALL = wire.small_uvarints()
         self.tid = tid
         self.writer = writer
         self.tables = tables

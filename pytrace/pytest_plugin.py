@@ -622,13 +622,18 @@ class PytracePlugin:
 def _markers(item) -> tuple[list, object]:
     """The ``pytrace`` markers of ``item``, closest first, and its closest
     ``gc_limits`` marker (or None): one walk up its nodes for both, where
-    ``iter_markers`` and ``get_closest_marker`` took one each."""
+    ``iter_markers`` and ``get_closest_marker`` took one each.  The walk is
+    ``iter_markers``' own (each node's ``own_markers``, from the item up its
+    ``parent`` chain), without its generators: it runs for every test."""
     options, limits = [], None
-    for mark in item.iter_markers():
-        if mark.name == "pytrace":
-            options.append(mark)
-        elif mark.name == "gc_limits" and limits is None:
-            limits = mark
+    node = item
+    while node is not None:
+        for mark in node.own_markers:
+            if mark.name == "pytrace":
+                options.append(mark)
+            elif mark.name == "gc_limits" and limits is None:
+                limits = mark
+        node = node.parent
     return options, limits
 
 

@@ -7,6 +7,7 @@ specifies; the event ids come from ``pytrace.events``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 
@@ -46,27 +47,37 @@ def _encode_uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-#: Precomputed encodings of every value below 2**14 (one or two bytes): the
-#: hot path indexes this instead of looping.  Built from the two byte
-#: layouts directly, at a third of the import time of calling
-#: ``_encode_uvarint`` 16,384 times (~1 ms against ~3 ms; ``pytest
-#: --pytrace`` imports this in every run, issue 4): ``v`` below 128 is the
-#: byte ``v``; above, the low seven bits with the continuation bit, then the
-#: high seven, which is the little-endian u16 ``high << 8 | 0x80 | low``: for
-#: each ``high``, the 128 values of ``low`` are one run of consecutive u16s.
-SMALL_UVARINTS: tuple[bytes, ...] = (
-    *[bytes((v,)) for v in range(0x80)],
-    *map(struct.Struct("<H").pack,
-         itertools.chain.from_iterable(range(high << 8 | 0x80, (high + 1) << 8)
-                                       for high in range(1, 0x80))),
-)
-SMALL_LIMIT = len(SMALL_UVARINTS)
+#: The encodings of the values below 128 (one byte each).
+_ONE_BYTE: tuple[bytes, ...] = tuple([bytes((v,)) for v in range(0x80)])
+#: Values below this encode in one or two bytes (see ``small_uvarints``).
+SMALL_LIMIT = 1 << 14
+
+
+@functools.cache
+def small_uvarints() -> tuple[bytes, ...]:
+    """The encodings of every value below ``SMALL_LIMIT``, for the pure-Python
+    core's hot paths to index instead of encoding.  Built on first use, not
+    at import: a process on the C core never needs it, and ``pytest
+    --pytrace`` imports this module in every run (issue 4).  Built from the
+    two byte layouts, at a third of the time of calling ``_encode_uvarint``
+    16,384 times (~1 ms against ~3 ms): above 127, the low seven bits with
+    the continuation bit, then the high seven, which is the little-endian u16
+    ``high << 8 | 0x80 | low``; for each ``high``, the 128 values of ``low``
+    are one run of consecutive u16s."""
+    return (
+        *_ONE_BYTE,
+        *map(struct.Struct("<H").pack,
+             itertools.chain.from_iterable(range(high << 8 | 0x80, (high + 1) << 8)
+                                           for high in range(1, 0x80))),
+    )
 
 
 def uvarint(value: int) -> bytes:
     """Unsigned LEB128 encoding of ``value``."""
-    if 0 <= value < SMALL_LIMIT:
-        return SMALL_UVARINTS[value]
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
+    if 0x80 <= value < SMALL_LIMIT:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     return _encode_uvarint(value)
 
 

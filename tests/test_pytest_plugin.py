@@ -223,6 +223,59 @@ def test_calls_are_recorded_with_the_option_or_the_marker(pytester):
     assert {"test_plain", "helper"} <= called("test_inner_calls.py::test_plain")
 
 
+def test_markers_of_the_module_and_class_apply_and_the_closest_wins(pytester):
+    """A ``pytrace`` or ``gc_limits`` marker on a module (``pytestmark``) or
+    a class covers its tests; one closer to the test wins."""
+    pytester.makepyfile(test_inner_levels="""
+        import gc
+        import pytest
+
+        pytestmark = [pytest.mark.pytrace(calls=True),
+                      pytest.mark.gc_limits(max_collections={2: 0})]
+
+        def helper():
+            return 1
+
+        def test_module_level():
+            helper()
+
+        @pytest.mark.pytrace(calls=False)
+        class TestQuiet:
+            def test_in_class(self):
+                helper()
+
+            @pytest.mark.pytrace(calls=True)
+            def test_marked_again(self):
+                helper()
+
+        @pytest.mark.gc_limits(max_collections={2: 1})
+        class TestOneCollection:
+            def test_collects_once(self):
+                gc.collect(2)
+
+            def test_collects_twice(self):
+                gc.collect(2)
+                gc.collect(2)
+    """)
+
+    def called(name):
+        trace = pytrace.read(trace_of(pytester, f"test_inner_levels.py::{name}"))
+        return {e.arg("func").name for e in trace.events if e.name == "CallEnter"}
+
+    reprec = pytester.inline_run("--pytrace", "-p", "no:cacheprovider")
+    assert "helper" in called("test_module_level")
+    assert called("TestQuiet::test_in_class") == set()
+    assert "helper" in called("TestQuiet::test_marked_again")
+    called_outcomes = {nodeid.split("::", 1)[1]: outcome
+                       for nodeid, when, outcome, _ in outcomes(reprec) if when == "call"}
+    assert called_outcomes == {
+        "test_module_level": "passed", "TestQuiet::test_in_class": "passed",
+        "TestQuiet::test_marked_again": "passed",
+        "TestOneCollection::test_collects_once": "passed",  # the class's limit, not the module's
+        "TestOneCollection::test_collects_twice": "failed",
+    }
+
+
 def test_threads_and_asyncio_of_a_test_are_in_its_trace(pytester):
     pytester.makepyfile(test_inner_concurrency="""
         import asyncio

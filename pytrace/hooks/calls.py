@@ -63,7 +63,7 @@ def _prefix(name: str) -> bytes:
     return bytes((kind.id | (kind.varint_count - 1) << 6,))
 
 
-SMALL = wire.SMALL_UVARINTS
+SMALL = wire.small_uvarints()
 SMALL_LIMIT = wire.SMALL_LIMIT
 uvarint = wire.uvarint
 
