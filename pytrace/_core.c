@@ -534,7 +534,7 @@ static PyTypeObject HeadroomType = {
 /* Injection points (tests only)                                            */
 /* ------------------------------------------------------------------------ */
 
-static PyObject *buffer_module = NULL;  /* pytrace.buffer, imported when first needed */
+static PyObject *str_buffer_module;  /* "pytrace.buffer" */
 
 enum {
     AT_FLUSH_START, AT_BEFORE_SWAP, AT_AFTER_SWAP, AT_HAND_OVER, AT_FLUSH_END,
@@ -552,13 +552,16 @@ static PyObject *str_injector, *str_write_batch;
 static int
 inject(int point)
 {
+    /* Looked up in sys.modules each time, not kept: a reference held here
+     * would keep pytrace.buffer (and the modules its globals hold) alive
+     * past the interpreter's module teardown.  The recorder imports
+     * pytrace.buffer before any slot exists. */
+    PyObject *buffer_module = PyImport_GetModule(str_buffer_module);
     if (buffer_module == NULL) {
-        buffer_module = PyImport_ImportModule("pytrace.buffer");
-        if (buffer_module == NULL) {
-            return -1;
-        }
+        return PyErr_Occurred() ? -1 : 0;
     }
     PyObject *injector = PyObject_GetAttr(buffer_module, str_injector);
+    Py_DECREF(buffer_module);
     if (injector == NULL) {
         return -1;
     }
@@ -2633,7 +2636,8 @@ PyInit__core(void)
     }
     str_injector = PyUnicode_InternFromString("injector");
     str_write_batch = PyUnicode_InternFromString("write_batch");
-    if (str_injector == NULL || str_write_batch == NULL) {
+    str_buffer_module = PyUnicode_InternFromString("pytrace.buffer");
+    if (str_injector == NULL || str_write_batch == NULL || str_buffer_module == NULL) {
         return NULL;
     }
     str_decide = PyUnicode_InternFromString("c_decide");
