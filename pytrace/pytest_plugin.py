@@ -5,7 +5,8 @@ adds its options and markers; no hook is installed and no file written)
 unless ``--pytrace`` or the ini option ``pytrace = true`` turns it on.
 
 Per test, the trace runs from the start of setup to the end of teardown, in
-the light Go-style mode (GC, threads, blocking, asyncio, user annotations;
+the light Go-style mode (GC, threads, blocking, asyncio, user annotations,
+CPU samples at ``--pytrace-sample-rate``, 100 a second by default;
 ``--pytrace-calls`` or ``@pytest.mark.pytrace(calls=True)`` add function
 calls).  It holds one task named after the test, with the regions
 ``setup``, ``call`` and ``teardown``, so fixture cost is visible (as pytest
@@ -92,6 +93,10 @@ MAX_NAME_BYTES = 180
 #: stops at the first of them.
 RUNNER_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (_pytest, pluggy, pytest))
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+#: CPU samples per second of each traced thread, unless told otherwise: Go's
+#: CPU profiler's rate.  The sampler's thread stays from test to test, idle
+#: between them (``hooks/sampler.py``).
+DEFAULT_SAMPLE_RATE = 100.0
 #: Per-thread buffer of a test traced in the light mode (see ``PytracePlugin.light``).
 LIGHT_BUFFER_SIZE = 8 * 1024
 #: Characters a trace file name keeps (``trace_file_name``); the others become ``_``.
@@ -112,6 +117,9 @@ def pytest_addoption(parser):
                     help="keep the traces of all tests, or only of failed ones (default: all)")
     group.addoption("--pytrace-top", type=int, default=None, metavar="N",
                     help="rows in each table of the GC summary (default: 5)")
+    group.addoption("--pytrace-sample-rate", default=None, metavar="HZ",
+                    help=f"CPU samples of each traced thread per second, 0 for none "
+                         f"(default: {DEFAULT_SAMPLE_RATE:g})")
     parser.addini("pytrace", type="bool", default=False, help="record a trace of every test")
     parser.addini("pytrace_dir", default=".pytrace",
                   help="where to write the traces, relative to the root directory")
@@ -119,6 +127,8 @@ def pytest_addoption(parser):
                   help="also record Python function calls")
     parser.addini("pytrace_keep", default="all", help="all | failed")
     parser.addini("pytrace_top", default="5", help="rows in each table of the GC summary")
+    parser.addini("pytrace_sample_rate", default=f"{DEFAULT_SAMPLE_RATE:g}",
+                  help="CPU samples of each traced thread per second (0: none)")
 
 
 def pytest_configure(config):
@@ -141,6 +151,7 @@ class Settings:
     calls: bool
     keep: str
     top: int
+    sample_rate: float = DEFAULT_SAMPLE_RATE
 
     @classmethod
     def from_config(cls, config) -> "Settings":
@@ -158,11 +169,19 @@ class Settings:
             top = int(pick("--pytrace-top", "pytrace_top"))
         except ValueError:
             raise pytest.UsageError("pytrace_top must be a whole number") from None
+        rate = pick("--pytrace-sample-rate", "pytrace_sample_rate")
+        try:
+            sample_rate = float(rate)
+        except ValueError:
+            sample_rate = -1.0
+        if not 0 <= sample_rate < float("inf"):
+            raise pytest.UsageError(f"pytrace sample rate {rate!r}: give the CPU samples per "
+                                    f"second as a number, e.g. 100, or 0 for none")
         base = (config.invocation_params.dir if config.getoption("--pytrace-dir")
                 else config.rootpath)
         directory = os.path.join(base, pick("--pytrace-dir", "pytrace_dir"))
         return cls(bool(pick("--pytrace", "pytrace")), os.path.normpath(directory),
-                   bool(pick("--pytrace-calls", "pytrace_calls")), keep, top)
+                   bool(pick("--pytrace-calls", "pytrace_calls")), keep, top, sample_rate)
 
 
 def trace_file_name(nodeid: str) -> str:
@@ -403,7 +422,7 @@ class PytracePlugin:
         #: few (a short test's trace is ~500 bytes), and a fresh 64 KiB
         #: buffer for every test's file cost ~10 us a test (its allocation
         #: and first writes); 8 KiB still holds ~400 light events per flush.
-        self.light = Options(calls=settings.calls,
+        self.light = Options(calls=settings.calls, sample_rate=settings.sample_rate,
                              **({} if settings.calls else {"buffer_size": LIGHT_BUFFER_SIZE}))
         self.current: Recording | None = None
         #: From every test's teardown report (this process's, or xdist workers').

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import pytrace
+from eventlog import stack_names
 from pytrace.analysis import collect_pauses
 from pytrace.pytest_plugin import (LIGHT_BUFFER_SIZE, MAX_NAME_BYTES, parse_duration,
                                    trace_file_name)
@@ -274,6 +275,57 @@ def test_markers_of_the_module_and_class_apply_and_the_closest_wins(pytester):
         "TestOneCollection::test_collects_once": "passed",  # the class's limit, not the module's
         "TestOneCollection::test_collects_twice": "failed",
     }
+
+
+def test_cpu_samples_by_default_at_the_sample_rate_option(pytester):
+    """The default mode samples each traced thread 100 times a second (the
+    sampler's thread stays from test to test); ``--pytrace-sample-rate``
+    changes the rate, 0 turns sampling off."""
+    pytester.makepyfile(test_inner_samples="""
+        import time
+
+        def spin(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        def test_first():
+            spin(0.3)
+
+        def test_second():
+            spin(0.3)
+    """)
+
+    def samples(name):
+        trace = pytrace.read(trace_of(pytester, f"test_inner_samples.py::{name}"))
+        return [e for e in trace.events if e.name == "CPUSample"]
+
+    pytester.runpytest("--pytrace", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+    for name in ("test_first", "test_second"):
+        taken = samples(name)
+        assert len(taken) >= 0.3 * 100 * 0.3  # a third of the rate, on a loaded machine
+        innermost = [stack_names(e)[0] for e in taken]
+        assert innermost.count("spin") >= 0.8 * len(taken)
+    pytester.runpytest("--pytrace", "--pytrace-sample-rate=0",
+                       "-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert samples("test_first") == samples("test_second") == []
+
+
+@pytest.mark.parametrize("args, ini, message", [
+    (["--pytrace-sample-rate=fast"], "", "*pytrace sample rate 'fast': give the CPU samples "
+                                        "per second as a number, e.g. 100, or 0 for none*"),
+    (["--pytrace-sample-rate=-5"], "", "*pytrace sample rate '-5': give the CPU samples*"),
+    ([], "pytrace_sample_rate = nan\n", "*pytrace sample rate 'nan': give the CPU samples*"),
+    ([], "pytrace_top = many\n", "*pytrace_top must be a whole number*"),
+    ([], "pytrace_keep = some\n", "*pytrace_keep = 'some': use 'all' or 'failed'*"),
+])
+def test_a_wrong_option_value_is_one_usage_error(pytester, args, ini, message):
+    pytester.makeini("[pytest]\n" + ini)
+    pytester.makepyfile(test_inner_nothing="def test_nothing(): pass")
+    result = pytester.runpytest("--pytrace", *args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
 
 
 def test_threads_and_asyncio_of_a_test_are_in_its_trace(pytester):

@@ -21,7 +21,7 @@ import time
 import pytest
 
 import pytrace
-from eventlog import QUIET, gc_disabled, normalized, of_kind, thread_tid
+from eventlog import QUIET, gc_disabled, normalized, of_kind, stack_names, thread_tid
 from pytrace import events, session as tracing, writer as writer_module
 
 #: The pytest plugin's light mode (without the periodic flusher, except where a test wants it).
@@ -89,6 +89,45 @@ def test_the_flusher_thread_stays_while_parked_and_goes_with_the_hooks(tmp_path)
     pytrace.start(tmp_path / "3.pytrace", **flushing)
     pytrace.stop()
     assert flusher_threads() == []
+
+
+def test_the_sampler_thread_stays_while_parked_and_samples_each_file_in_its_period(tmp_path):
+    """Like the flusher, one sampler thread serves file after file (a thread
+    per file cost more than a short test's recording); parked, it writes
+    nothing; unparking ends it."""
+    sampling = dict(LIGHT, sample_rate=200)
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    def spin_while_parked(seconds):
+        spin(seconds)
+
+    def sampler_threads():
+        return [t for t in threading.enumerate() if t.name == "pytrace-sampler"]
+
+    paths = [tmp_path / f"{n}.pytrace" for n in (1, 2)]
+    tracing.start(paths[0], **sampling)
+    [sampler] = sampler_threads()
+    spin(0.2)
+    tracing.park()
+    spin_while_parked(0.2)
+    assert sampler_threads() == [sampler]
+    tracing.start(paths[1], **sampling)
+    spin(0.2)
+    tracing.park()
+    assert sampler_threads() == [sampler]
+    tracing.unpark()
+    assert sampler_threads() == [] and not sampler.is_alive()
+    for path in paths:
+        trace = read_valid(path)
+        samples = of_kind(trace, "CPUSample")
+        assert len(samples) >= 0.2 * 200 * 0.3  # a third of the rate, on a loaded machine
+        stacks = [[name.rsplit(".", 1)[-1] for name in stack_names(e)] for e in samples]
+        assert sum(names[0] == "spin" for names in stacks) >= 0.8 * len(samples)
+        assert not any("spin_while_parked" in names for names in stacks)
 
 
 def test_other_options_remove_the_parked_hooks_before_installing_their_own(tmp_path):

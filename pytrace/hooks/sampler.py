@@ -17,6 +17,7 @@ another thread runs Python code: rates above ~200 Hz are not reached then.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import threading
@@ -71,6 +72,11 @@ class Ticker:
             # The ident may be reused by a new thread, which must get its own slot.
             self._session.slots.retire(threading.get_ident())
 
+    @property
+    def ident(self) -> int | None:
+        """The ident of the ticker's thread (None until it runs)."""
+        return self._thread.ident
+
     def _halt(self) -> None:
         self._stopping.set()
         if self._thread is not threading.current_thread():
@@ -101,12 +107,29 @@ os.register_at_fork(before=_pause_tickers, after_in_parent=_resume_tickers)
 
 
 class Sampler:
-    """Takes one round of samples per tick."""
+    """Takes one round of samples per tick, into the file being recorded.
+
+    While the session is parked (``session.park``) it writes nothing, but its
+    thread stays, idle, for the next file: ``pytest --pytrace`` records a
+    file per test, and starting and joining a thread for each would cost
+    more than a short test's whole recording (issue 4)."""
 
     def __init__(self, session) -> None:
         self.session = session
+        #: False while the session is parked: ticks write nothing.
+        self.recording = True
+        #: Held while a round of samples is written: ``pause`` waits for it,
+        #: so that no sample reaches a file after its final flush.  From
+        #: ``_thread``: the blocking hook may have replaced ``threading.Lock``.
+        self._round = _thread.allocate_lock()
+        self.ticker: Ticker | None = None
 
     def sample(self) -> None:
+        with self._round:
+            if self.recording:
+                self._sample()
+
+    def _sample(self) -> None:
         session = self.session
         slot = session.slots.current()
         traced = session.slots.by_ident
@@ -118,23 +141,30 @@ class Sampler:
                 if stack:
                     slot.emit(CPU_SAMPLE, target.tid, stack)
 
+    def resume(self) -> None:
+        # The thread that starts tracing is traced even if no other hook has
+        # written for it yet.
+        self.session.slots.current()
+        self.recording = True
+
+    def pause(self) -> None:
+        """Write no more samples; return once a round being written is done
+        (at once on the sampler's own thread: a failure in a round that
+        stops tracing comes here from inside that round)."""
+        self.recording = False
+        if threading.get_ident() != self.ticker.ident:
+            with self._round:
+                pass
+
+    def uninstall(self) -> None:
+        self.pause()
+        self.ticker.stop()
+
 
 def install(session):
     sampler = Sampler(session)
-    tickers = []
-
-    def resume() -> None:
-        # The thread that starts tracing is traced even if no other hook has
-        # written for it yet.
-        session.slots.current()
-        tickers.append(Ticker(session, OWN_THREAD_PREFIX + "sampler",
-                              1 / session.options.sample_rate, sampler.sample))
-
-    def pause() -> None:
-        """No sampling while the session is parked: the thread ends."""
-        if tickers:
-            tickers.pop().stop()
-
-    resume()
-    session.follow(pause, resume)
-    return pause
+    sampler.resume()
+    sampler.ticker = Ticker(session, OWN_THREAD_PREFIX + "sampler",
+                            1 / session.options.sample_rate, sampler.sample)
+    session.follow(sampler.pause, sampler.resume)
+    return sampler.uninstall
