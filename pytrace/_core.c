@@ -1254,6 +1254,73 @@ Slot_stack_id(Slot *self, PyObject *frames)
     return slot_stack_id(self, frames);
 }
 
+/* The id of the stack that starts at `frame` (innermost; None for none): up
+ * to `max_frames` (func id, line) pairs, leaving out the frames whose code's
+ * file name starts with `own_prefix` (pytrace's own), each function defined
+ * on first use; 0 if nothing is left.  The Python core's ThreadSlot does the
+ * same in Python.  Stacks are taken per event (CPU samples, GC starts,
+ * waits), through whatever depth the program runs at: pytest's stacks are
+ * some 50 frames deep, ~15 us a stack walked in Python (issue 4). */
+static PyObject *
+Slot_frame_stack_id(Slot *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (nargs != 3 || !PyUnicode_Check(args[1])
+        || (args[0] != Py_None && !PyFrame_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "frame_stack_id(frame or None, own_prefix: str, max_frames: int)");
+        return NULL;
+    }
+    PyObject *prefix = args[1];
+    Py_ssize_t max_frames = PyLong_AsSsize_t(args[2]);
+    if (max_frames == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *frames = PyList_New(0);
+    if (frames == NULL) {
+        return NULL;
+    }
+    PyFrameObject *frame = args[0] == Py_None ? NULL : (PyFrameObject *)Py_NewRef(args[0]);
+    while (frame != NULL && PyList_GET_SIZE(frames) < max_frames) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int own = PyUnicode_Tailmatch(code->co_filename, prefix, 0, PY_SSIZE_T_MAX, -1);
+        PyObject *pair = NULL;
+        if (own == 0) {
+            PyObject *fid = Py_XNewRef(PyDict_GetItemWithError(self->funcs, (PyObject *)code));
+            if (fid == NULL && !PyErr_Occurred()) {  /* first use in this file: define it */
+                PyObject *first_line = PyLong_FromLong(code->co_firstlineno);
+                fid = first_line == NULL ? NULL : slot_func_id(
+                    self, (PyObject *)code, code->co_qualname, code->co_filename, first_line);
+                Py_XDECREF(first_line);
+            }
+            int line = PyFrame_GetLineNumber(frame);
+            pair = fid == NULL ? NULL : Py_BuildValue("(Ni)", fid, line < 0 ? 0 : line);
+        }
+        Py_DECREF(code);
+        if (own < 0 || (own == 0 && (pair == NULL || PyList_Append(frames, pair) < 0))) {
+            Py_XDECREF(pair);
+            Py_DECREF(frame);
+            Py_DECREF(frames);
+            return NULL;
+        }
+        Py_XDECREF(pair);
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    PyObject *stack = PyList_AsTuple(frames);
+    Py_DECREF(frames);
+    if (stack == NULL) {
+        return NULL;
+    }
+    PyObject *id = slot_stack_id(self, stack);
+    Py_DECREF(stack);
+    return id;
+}
+
 static PyObject *
 Slot_get_buf(Slot *self, void *closure)
 {
@@ -1303,6 +1370,9 @@ static PyMethodDef Slot_methods[] = {
      "func_id(key, name, filename, line): id of a function, defined on first use."},
     {"stack_id", (PyCFunction)Slot_stack_id, METH_O,
      "Id of a stack of (func_id, line) frames, innermost first; 0 for none."},
+    {"frame_stack_id", (PyCFunction)(void (*)(void))Slot_frame_stack_id, METH_FASTCALL,
+     "frame_stack_id(frame, own_prefix, max_frames): id of the stack from frame outwards, "
+     "frames of files starting with own_prefix left out; 0 for none."},
     {NULL},
 };
 

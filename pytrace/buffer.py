@@ -283,6 +283,24 @@ class ThreadSlot:
                 self._append(wire.record(events.FUNC, (fid, name_id, file_id, line)))
         return fid
 
+    def frame_stack_id(self, frame, own_prefix: str, max_frames: int) -> int:
+        """Id of the stack that starts at ``frame`` (innermost; None for
+        none): up to ``max_frames`` ``(func_id, line)`` frames, leaving out
+        those whose code's file name starts with ``own_prefix``, each
+        function defined on first use; 0 if nothing is left."""
+        funcs = self.tables.funcs
+        frames = []
+        while frame is not None and len(frames) < max_frames:
+            code = frame.f_code
+            if not code.co_filename.startswith(own_prefix):
+                fid = funcs.get(code)
+                if fid is None:
+                    fid = self.func_id(code, code.co_qualname, code.co_filename,
+                                       code.co_firstlineno)
+                frames.append((fid, frame.f_lineno or 0))
+            frame = frame.f_back
+        return self.stack_id(tuple(frames))
+
     def stack_id(self, frames: tuple) -> int:
         """Id of a stack of ``(func_id, line)`` frames, innermost first."""
         if not frames:

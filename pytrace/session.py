@@ -239,14 +239,9 @@ class Session:
 
     def stack_id(self, slot, frame) -> int:
         """The trace id of the stack that starts at ``frame`` (innermost),
-        leaving out pytrace's own frames; 0 if nothing is left."""
-        frames = []
-        while frame is not None and len(frames) < MAX_STACK_FRAMES:
-            code = frame.f_code
-            if not is_own_code(code.co_filename):
-                frames.append((self.func_id(slot, code), frame.f_lineno or 0))
-            frame = frame.f_back
-        return slot.stack_id(tuple(frames))
+        leaving out pytrace's own frames; 0 if nothing is left.  The slot
+        walks the frames (in C on the C core)."""
+        return slot.frame_stack_id(frame, PACKAGE_DIR, MAX_STACK_FRAMES)
 
     def caller_stack_id(self, slot, depth: int = 1) -> int:
         """The stack of the code that called into pytrace, ``depth`` frames up."""

@@ -296,6 +296,47 @@ def public_names(cls) -> set[str]:
     return {name for name in dir(cls) if not name.startswith("_")}
 
 
+def nested(depth: int, then):
+    """``then(frame)`` from ``depth`` calls below this one."""
+    return nested(depth - 1, then) if depth else then(sys._getframe())
+
+
+def frame_stacks_with(core_name: str, path, frame, cases):
+    """Each ``(own_prefix, max_frames)`` case's ``frame_stack_id(frame, ...)``
+    on core ``core_name``; the file's bytes and the ids."""
+    previous = core.use(core_name)
+    try:
+        with Recorder(path, clock=SettableClock(START_TICKS)) as recorder:
+            slot = recorder.slots.current()
+            ids = [slot.frame_stack_id(frame, prefix, cap) for prefix, cap in cases]
+    finally:
+        core.use(previous)
+    return path.read_bytes(), ids
+
+
+def test_both_cores_take_the_same_stack_from_a_frame(tmp_path):
+    """The stack walk (in C on the C core): the same functions, lines, ids
+    and bytes, frames of files under the own prefix left out, at most
+    ``max_frames`` kept, and 0 for no frame or nothing left."""
+    requires_c_core()
+    here = test_both_cores_take_the_same_stack_from_a_frame.__code__.co_filename
+    cases = [("/nowhere/", 64), ("/nowhere/", 3), (here, 64), ("/nowhere/", 64), ("", 64)]
+    results = {}
+    for name in core.NAMES:
+        path = tmp_path / f"{name}.pytrace"
+        results[name] = nested(70, lambda frame: frame_stacks_with(name, path, frame, cases))
+        results[name] += (reader.read(path),)
+    (c_bytes, c_ids, _), (py_bytes, py_ids, trace) = results["c"], results["python"]
+    assert c_ids == py_ids and split_preamble(c_bytes) == split_preamble(py_bytes)
+    whole, capped, outside, again, empty = py_ids
+    assert again == whole and empty == 0 and len({whole, capped, outside}) == 3
+    assert frame_stacks_with("c", tmp_path / "none.pytrace", None, cases)[1] == [0] * 5
+    funcs = {kid: [(f.func, f.file, f.line) for f in frames] for kid, frames in trace.stacks.items()}
+    assert [f[0] for f in funcs[whole]] == ["nested"] * 64  # 71 deep, 64 kept
+    assert funcs[capped] == funcs[whole][:3]
+    assert funcs[outside] and all(file != here for _, file, _ in funcs[outside])
+
+
 def test_the_c_slot_has_the_python_slots_interface():
     requires_c_core()
     from pytrace.buffer import ThreadSlot
