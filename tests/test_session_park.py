@@ -91,11 +91,18 @@ def test_the_flusher_thread_stays_while_parked_and_goes_with_the_hooks(tmp_path)
     assert flusher_threads() == []
 
 
-def test_the_sampler_thread_stays_while_parked_and_samples_each_file_in_its_period(tmp_path):
+def test_the_sampler_thread_stays_while_parked_and_samples_each_file_in_its_period(
+        tmp_path, monkeypatch):
     """Like the flusher, one sampler thread serves file after file (a thread
-    per file cost more than a short test's recording); parked, it writes
-    nothing; unparking ends it."""
+    per file cost more than a short test's recording); parked, it sleeps
+    (no tick takes the GIL from the program); unparking ends it."""
+    from pytrace.hooks import sampler as sampler_module
+
     sampling = dict(LIGHT, sample_rate=200)
+    ticks = []
+    sample = sampler_module.Sampler.sample
+    monkeypatch.setattr(sampler_module.Sampler, "sample",
+                        lambda self: ticks.append(1) or sample(self))
 
     def spin(seconds):
         end = time.perf_counter() + seconds
@@ -113,7 +120,9 @@ def test_the_sampler_thread_stays_while_parked_and_samples_each_file_in_its_peri
     [sampler] = sampler_threads()
     spin(0.2)
     tracing.park()
+    ticks_at_park = len(ticks)
     spin_while_parked(0.2)
+    assert len(ticks) <= ticks_at_park + 1  # at most a tick that was under way
     assert sampler_threads() == [sampler]
     tracing.start(paths[1], **sampling)
     spin(0.2)
@@ -395,7 +404,8 @@ import os, sys, time
 from pytrace import session as tracing
 
 original_sleep = time.sleep
-tracing.start(sys.argv[1], calls=False, flush_interval=0)
+options = dict(calls=False, flush_interval=0, sample_rate=200)
+tracing.start(sys.argv[1], **options)
 finished_fd = tracing.current().recorder.writer._fd
 tracing.park()
 # The program's next file gets the number the finished trace's file had.
@@ -410,6 +420,16 @@ if pid == 0:  # the child: the parked hooks are gone, nothing is parked
 _, status = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(status))
 print("parent keeps them", time.sleep is not original_sleep)
+# The sampler's thread, asleep while parked, was halted for the fork and is
+# back: the next file is sampled.
+tracing.start(sys.argv[1] + ".after", **options)
+end = time.perf_counter() + 0.2
+while time.perf_counter() < end:
+    pass
+tracing.park()
+import pytrace
+samples = [e for e in pytrace.read(sys.argv[1] + ".after").events if e.name == "CPUSample"]
+print("sampled after the fork", len(samples) > 5)
 tracing.unpark()
 """
 
@@ -423,4 +443,4 @@ def test_a_forked_child_drops_the_parked_hooks(tmp_path):
     finally:
         child.kill()
     assert child.returncode == 0, err
-    assert out.splitlines() == ["child 0", "parent keeps them True"]
+    assert out.splitlines() == ["child 0", "parent keeps them True", "sampled after the fork True"]

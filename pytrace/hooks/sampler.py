@@ -38,6 +38,8 @@ class Ticker:
     waits for it, so nothing it writes comes after the trace's footer.
     Around ``os.fork()`` the thread is paused, so that pytrace's threads do
     not make the fork multi-threaded (as the session does with its flusher).
+    ``hold()`` keeps the thread asleep, with no wake-up at all, until
+    ``release()``: each wake-up takes the GIL from the program.
     """
 
     def __init__(self, session, name: str, interval: float, tick) -> None:
@@ -45,6 +47,9 @@ class Ticker:
         self._name = name
         self._interval = interval
         self._tick = tick
+        #: Set while the ticker ticks; cleared by ``hold``.
+        self._open = threading.Event()
+        self._open.set()
         self._start()
 
     def _start(self) -> None:
@@ -58,6 +63,11 @@ class Ticker:
         try:
             next_tick = time.monotonic()
             while True:
+                if not self._open.is_set():
+                    self._open.wait()
+                    if stopping.is_set():
+                        return
+                    next_tick = time.monotonic()
                 next_tick += self._interval
                 delay = next_tick - time.monotonic()
                 if delay < 0:  # fell behind: skip the missed ticks
@@ -77,10 +87,21 @@ class Ticker:
         """The ident of the ticker's thread (None until it runs)."""
         return self._thread.ident
 
+    def hold(self) -> None:
+        """Tick no more until ``release()`` (a tick under way still ends)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     def _halt(self) -> None:
+        held = not self._open.is_set()
         self._stopping.set()
+        self._open.set()  # wakes a held thread, which then sees it must stop
         if self._thread is not threading.current_thread():
             self._thread.join()
+        if held:
+            self._open.clear()
 
     def stop(self) -> None:
         _RUNNING.discard(self)
@@ -109,10 +130,10 @@ os.register_at_fork(before=_pause_tickers, after_in_parent=_resume_tickers)
 class Sampler:
     """Takes one round of samples per tick, into the file being recorded.
 
-    While the session is parked (``session.park``) it writes nothing, but its
-    thread stays, idle, for the next file: ``pytest --pytrace`` records a
-    file per test, and starting and joining a thread for each would cost
-    more than a short test's whole recording (issue 4)."""
+    While the session is parked (``session.park``) its thread stays, asleep
+    (``Ticker.hold``), for the next file: ``pytest --pytrace`` records a file
+    per test, and starting and joining a thread for each would cost more
+    than a short test's whole recording (issue 4)."""
 
     def __init__(self, session) -> None:
         self.session = session
@@ -146,12 +167,16 @@ class Sampler:
         # written for it yet.
         self.session.slots.current()
         self.recording = True
+        if self.ticker is not None:
+            self.ticker.release()
 
     def pause(self) -> None:
-        """Write no more samples; return once a round being written is done
-        (at once on the sampler's own thread: a failure in a round that
-        stops tracing comes here from inside that round)."""
+        """Write no more samples, and let the thread sleep until ``resume``;
+        return once a round being written is done (at once on the sampler's
+        own thread: a failure in a round that stops tracing comes here from
+        inside that round)."""
         self.recording = False
+        self.ticker.hold()
         if threading.get_ident() != self.ticker.ident:
             with self._round:
                 pass
