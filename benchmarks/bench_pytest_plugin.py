@@ -9,7 +9,8 @@ installed plugin in every run).
 Each round runs, in child processes and in an order that rotates from round
 to round (so every mode sees the same machine), the same generated suite of
 ``TESTS`` short tests (plain, parametrized, and with a function-scoped
-fixture):
+fixture), once with tests that do nothing else (``work_ms=0``, the worst
+case) and once with tests that each keep the CPU busy for 1 ms:
 
 - ``with``: ``pytest --pytrace``;
 - ``without``: plain ``pytest``, the plugin installed but inert;
@@ -20,7 +21,9 @@ The figures are medians over the rounds:
 
 - ``wall_ratio``: the whole ``with`` process over the whole ``without`` one,
   start-up and collection included (``cpu_ratio``: the same in CPU time,
-  steadier when other processes load the machine);
+  steadier when other processes load the machine); ``paired_wall_ratio``:
+  the median of each round's own ratio (its two runs are a few seconds
+  apart, so a load that changes from round to round cancels out);
 - ``added_ms_per_test``: from pytest's run-test loop only (timed by the
   suite's own conftest), where the per-test cost lives: the median of the
   rounds' ``(loop with - loop without) / TESTS`` (``added_cpu_ms_per_test``:
@@ -50,13 +53,31 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 TESTS = 501
-ROUNDS = 15
+#: A run's ratio moves by several hundredths with this shared machine's load
+#: (a full collection in pytest's own cleanup alone takes 5-15 ms): 40 rounds
+#: (about a minute and a half) keep the median steadier than 15 did.
+ROUNDS = 40
+#: Milliseconds of busy Python each test spends, beyond its assert: 0 is the
+#: worst case (pytest's own ~0.27 ms per test is all there is to compare
+#: with); 1 is a suite of short tests that do some work.
+WORK_MS = (0, 1)
 #: Seconds one child may take before it is killed (a hung child must not hang the benchmark).
 CHILD_TIMEOUT = 300
 
 SUITE = '''
+import time
+
 import pytest
+
+
+def work():
+    """Keep the CPU busy in Python for WORK_S seconds (none: return)."""
+    end = time.perf_counter() + WORK_S
+    while time.perf_counter() < end:
+        pass
 
 
 @pytest.fixture
@@ -66,17 +87,23 @@ def record():
 
 def make_test(i):
     def test(record):
+        work()
         assert record["id"] + i > 0
     return test
 
 
+def plain():
+    work()
+
+
 for _i in range(TESTS // 3):
     globals()[f"test_fixture_{_i}"] = make_test(_i)
-    globals()[f"test_plain_{_i}"] = lambda: None
+    globals()[f"test_plain_{_i}"] = plain
 
 
 @pytest.mark.parametrize("n", range(TESTS // 3))
 def test_param(n):
+    work()
     assert sum(range(n)) == n * (n - 1) // 2
 '''
 
@@ -115,8 +142,9 @@ print(time.perf_counter() - start)
 '''
 
 
-def make_suite(directory):
-    (directory / "test_short.py").write_text(f"TESTS = {TESTS}\n" + SUITE)
+def make_suite(directory, work_ms: float):
+    (directory / "test_short.py").write_text(
+        f"TESTS = {TESTS}\nWORK_S = {work_ms / 1e3}\n" + SUITE)
     (directory / "conftest.py").write_text(CONFTEST)
 
 
@@ -185,6 +213,8 @@ def figures(directory, times: dict) -> dict:
         "wall_s_with": round(median("with", WALL), 3),
         "wall_ratio": round(median("with", WALL) / median("without", WALL), 3),
         "cpu_ratio": round(median("with", CPU) / median("without", CPU), 3),
+        "paired_wall_ratio": round(statistics.median(
+            on[WALL] / off[WALL] for on, off in zip(times["with"], times["without"])), 3),
         "loop_s_without": round(median("without", LOOP_WALL), 3),
         "loop_s_with": round(median("with", LOOP_WALL), 3),
         "added_ms_per_test": round(added_per_test(LOOP_WALL) * 1e3, 3),
@@ -195,13 +225,15 @@ def figures(directory, times: dict) -> dict:
     }
 
 
-def test_pytrace_overhead_on_short_tests(benchmark, tmp_path, capsys):
-    make_suite(tmp_path)
+@pytest.mark.parametrize("work_ms", WORK_MS)
+def test_pytrace_overhead_on_short_tests(benchmark, tmp_path, capsys, work_ms):
+    make_suite(tmp_path, work_ms)
     one_round(tmp_path, {mode: [] for mode in (*MODES, "import")})  # warm-up, not counted
     times = {mode: [] for mode in (*MODES, "import")}
     benchmark.pedantic(one_round, args=(tmp_path, times), rounds=ROUNDS, iterations=1)
     result = figures(tmp_path, times)
     benchmark.extra_info.update(result)
     with capsys.disabled():
-        print(f"\npytest --pytrace, {TESTS} short tests, median of {result['rounds']} rounds "
-              f"(Python {sys.version.split()[0]}): " + json.dumps(result))
+        print(f"\npytest --pytrace, {TESTS} short tests of {work_ms} ms of work, median of "
+              f"{result['rounds']} rounds (Python {sys.version.split()[0]}): "
+              + json.dumps(result))
