@@ -269,9 +269,14 @@ class Recorder:
                     FLUSHER.wait_for(self)
                     self.slots.flush_all()
             finally:
-                self.writer.close()
-                if not keep_flusher:
-                    FLUSHER.end_if_idle()
+                try:
+                    self.writer.close()
+                finally:
+                    # An interrupt at the writer's close, before its write,
+                    # must not cost the batches it holds for the footer.
+                    self.writer.write_held()
+                    if not keep_flusher:
+                        FLUSHER.end_if_idle()
 
     def abandon(self) -> None:
         """In a forked child: stop without writing (the file is the parent's)."""

@@ -212,14 +212,38 @@ class Writer:
             self.closed = True
             self._finish()
 
+    def write_held(self) -> None:
+        """Write whatever batches are still held: after a ``close`` that an
+        interrupt cut before its write, the trace then lacks only its footer."""
+        if self._held:
+            with self._lock:
+                self._write_held()
+
     def _finish(self) -> None:
         totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
-        held, self._held = self._held, b""
-        self._put(held + wire.footer_record(totals))
+        self._write_held(wire.footer_record(totals))
         try:
             self._close_fd()
         except OSError as exc:
             self._fail(exc)
+
+    def _write_held(self, tail: bytes = b"") -> None:
+        """Write the held batches, then ``tail``, in one system call.  The
+        held bytes stay in ``_held`` until the statement before the write,
+        with no call in between: a Ctrl-C that comes first leaves them for
+        the caller's next try (``close``), one that comes after finds them
+        in the file."""
+        data = self._held + tail
+        self._held = b""
+        if self.failed is not None:
+            return
+        try:
+            written = _write(self._fd, data)
+        except OSError as exc:
+            self._fail(exc)
+        else:
+            self.size += written
+            self._put(data, written)
 
     def abandon(self) -> None:
         """Close the file without writing anything more (a forked child's copy)."""

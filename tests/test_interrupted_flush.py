@@ -262,6 +262,40 @@ def test_an_interrupt_while_an_unsent_batch_is_offered_again(tmp_path):
         assert run.check.problems == [], second.places[n - 1]
 
 
+def close_interrupted_at(trace_path, n: int) -> tuple[InterruptAt, TraceCheck]:
+    """A recorder whose close (final flush, then footer) is interrupted at
+    its ``n``-th eval-breaker check (0: not at all)."""
+    ledger = Ledger()
+    recorder = Recorder(trace_path, buffer_size=BUFFER_SIZE)
+    slot = recorder.slots.current()
+    write_batch_of_events(ledger, slot, "batch 0")
+    slot.flush()
+    write_batch_of_events(ledger, slot, "left for the final flush")
+    with InterruptAt(n) as interrupt:
+        try:
+            recorder.close()
+            _eval_breaker_check()
+        except KeyboardInterrupt:
+            pass
+    return interrupt, check_trace(trace_path, ledger)
+
+
+def test_an_interrupt_at_every_check_of_the_close_loses_no_batch(tmp_path):
+    """The final flush's batches wait for the footer (``Writer.hold``): an
+    interrupt anywhere in the close may cost the footer (the trace is then
+    cut short), never the batches."""
+    dry, check = close_interrupted_at(tmp_path / "dry.pytrace", 0)
+    assert check.problems == []
+    assert ("_finish", Writer._finish.__code__.co_firstlineno) in dry.places
+    # From the flusher wait on, the recorder is closing: before that an
+    # interrupt stops the close itself, and the caller sees it.
+    closing = next(i for i, (name, _) in enumerate(dry.places) if name == "wait_for")
+    for n in range(closing + 1, len(dry.places) + 1):
+        _, check = close_interrupted_at(tmp_path / f"at{n}.pytrace", n)
+        lost = [p for p in check.problems if not p.startswith("the trace was cut short")]
+        assert lost == [], dry.places[n - 1]
+
+
 def test_a_real_sigint_in_the_final_flush_still_leaves_every_batch_and_the_footer(
         trace_path, monkeypatch):
     """The interrupt reaches the program, and the trace is whole all the same."""

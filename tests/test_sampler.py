@@ -100,6 +100,32 @@ def test_sampler_runs_only_while_tracing_with_a_rate(trace_path, tmp_path):
     assert len({e.arg("thread") for e in of_kind(sampled, "CPUSample")}) == 1
 
 
+def test_tracing_stopped_from_inside_a_round_of_samples_ends_the_sampler(
+        trace_path, monkeypatch):
+    """A stop that runs on the sampler's own thread, inside a round (a GC
+    callback or a finalizer there can stop tracing), still ends that thread."""
+    from pytrace.hooks import sampler as sampler_module
+
+    sample = sampler_module.Sampler._sample
+    stopped = threading.Event()
+
+    def stop_inside(self):
+        sample(self)
+        if not stopped.is_set():
+            stopped.set()
+            pytrace.stop()
+
+    monkeypatch.setattr(sampler_module.Sampler, "_sample", stop_inside)
+    pytrace.start(trace_path, calls=False, sample_rate=RATE)
+    assert stopped.wait(10), "no round of samples ran"
+    deadline = time.monotonic() + 10
+    while any(t.name == "pytrace-sampler" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the sampler thread is still there"
+        time.sleep(0.01)
+    assert pytrace.session.current() is None
+    assert pytrace.validate(trace_path).valid
+
+
 # 3.13 warns after the parent's at-fork handlers ran, i.e. after pytrace's
 # threads resumed, so the fork still looks multi-threaded there.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")

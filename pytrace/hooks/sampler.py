@@ -50,6 +50,10 @@ class Ticker:
         #: Set while the ticker ticks; cleared by ``hold``.
         self._open = threading.Event()
         self._open.set()
+        #: What ``hold``/``release`` asked for last (``_halt`` puts it back
+        #: after waking the thread), and the lock that keeps the two together.
+        self._held = False
+        self._holding = _thread.allocate_lock()
         self._start()
 
     def _start(self) -> None:
@@ -64,6 +68,8 @@ class Ticker:
             next_tick = time.monotonic()
             while True:
                 if not self._open.is_set():
+                    if stopping.is_set():  # stopped from inside the last tick
+                        return
                     self._open.wait()
                     if stopping.is_set():
                         return
@@ -89,19 +95,23 @@ class Ticker:
 
     def hold(self) -> None:
         """Tick no more until ``release()`` (a tick under way still ends)."""
-        self._open.clear()
+        with self._holding:
+            self._held = True
+            self._open.clear()
 
     def release(self) -> None:
-        self._open.set()
+        with self._holding:
+            self._held = False
+            self._open.set()
 
     def _halt(self) -> None:
-        held = not self._open.is_set()
         self._stopping.set()
         self._open.set()  # wakes a held thread, which then sees it must stop
         if self._thread is not threading.current_thread():
             self._thread.join()
-        if held:
-            self._open.clear()
+        with self._holding:  # as hold/release last asked, even while this waited
+            if self._held:
+                self._open.clear()
 
     def stop(self) -> None:
         _RUNNING.discard(self)
@@ -176,14 +186,18 @@ class Sampler:
         own thread: a failure in a round that stops tracing comes here from
         inside that round)."""
         self.recording = False
-        self.ticker.hold()
-        if threading.get_ident() != self.ticker.ident:
+        ticker = self.ticker
+        if ticker is None:  # stopped while the ticker was being made
+            return
+        ticker.hold()
+        if threading.get_ident() != ticker.ident:
             with self._round:
                 pass
 
     def uninstall(self) -> None:
         self.pause()
-        self.ticker.stop()
+        if self.ticker is not None:
+            self.ticker.stop()
 
 
 def install(session):
