@@ -26,10 +26,13 @@ while it waits.  So a slot keeps a batch it handed over ("unsent", see
 at its next flush if it did not.  ``write_batch`` makes that safe: it skips
 a batch whose sequence number it has already taken for that thread, and it
 takes a batch in one stretch of bytecode with no eval-breaker check in it,
-from the footer's counts to the raw write.  An interrupt before that stretch
-leaves the batch untaken (it is offered again); one after it finds the
-batch taken (the offer is skipped).  So every batch is in the file exactly
-once, in sequence order, and the footer counts exactly what is there.
+from the footer's counts to the batch's place in ``_held``, the bytes taken
+but not written yet; from there to the raw write there is none either (see
+``_write_held``).  An interrupt before that stretch leaves the batch untaken
+(it is offered again); one after it finds the batch taken (the offer is
+skipped), and the held bytes go out with the next write, or at the close at
+the latest.  So every batch is in the file exactly once, in sequence order,
+and the footer counts exactly what is there.
 
 A failing disk (full, removed, unwritable) never reaches the traced program:
 the first ``OSError`` is reported once as a ``TraceWriteWarning``, writing
@@ -161,32 +164,19 @@ class Writer:
             try:
                 totals = self.totals.setdefault(tid, [0, 0])
                 if seq < totals[0]:
-                    return  # taken already: an interrupt hit after the write
+                    return  # taken already: an interrupt hit after it was taken
                 held = self._held
                 hold = self._holding and len(held) + len(batch) <= HOLD_LIMIT
-                # From here to the write nothing may be a call, a function
-                # entry or a backward jump: a signal handler (Ctrl-C) would
-                # run there and leave the batch counted but not written.  The
-                # write is a C call: a handler runs once it has returned,
-                # with the bytes in the file.  (A signal does not interrupt a
-                # write to a regular file, and such a write is short only
-                # when the file cannot grow: the rest then fails too, and the
-                # trace is cut short there either way.)
+                # From here to the batch's place in ``_held`` nothing may be
+                # a call, a function entry or a backward jump: a signal
+                # handler (Ctrl-C) would run there and leave the batch
+                # counted but not in the writer's hands.
                 totals[0] += 1
                 totals[1] += count
                 if self.failed is None:
-                    if hold:
-                        self._held = held + batch
-                        return
-                    data = held + batch if held else batch
-                    self._held = b""
-                    try:
-                        written = _write(self._fd, data)
-                    except OSError as exc:
-                        self._fail(exc)
-                    else:
-                        self.size += written
-                        self._put(data, written)
+                    self._held = held + batch
+                    if not hold:
+                        self._write_held()
             finally:
                 self._writing_thread = None
                 if self.closed:  # closed from inside the write: finish here
@@ -231,8 +221,11 @@ class Writer:
         """Write the held batches, then ``tail``, in one system call.  The
         held bytes stay in ``_held`` until the statement before the write,
         with no call in between: a Ctrl-C that comes first leaves them for
-        the caller's next try (``close``), one that comes after finds them
-        in the file."""
+        the next write, or the close; one that comes after finds them in the
+        file.  The write is a C call: a handler runs once it has returned.
+        (A signal does not interrupt a write to a regular file, and such a
+        write is short only when the file cannot grow: the rest then fails
+        too, and the trace is cut short there either way.)"""
         data = self._held + tail
         self._held = b""
         if self.failed is not None:
