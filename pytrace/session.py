@@ -198,7 +198,15 @@ class Session:
 
     def _close_recorder(self, keep_flusher: bool = False) -> None:
         try:
-            self.recorder.close(keep_flusher)
+            try:
+                self.recorder.close(keep_flusher)
+            except KeyboardInterrupt:
+                # A Ctrl-C that lands before the recorder began closing (at
+                # the call's entry) would leave the file without its last
+                # batches and footer: close again (a close already under way
+                # finishes its own work), then let the interrupt go on.
+                self.recorder.close(keep_flusher)
+                raise
         except Exception as exc:  # stop() runs inside user code: never raise there
             self._warn(f"pytrace could not finish {self.path}: {exc!r}; the trace may be cut short")
 

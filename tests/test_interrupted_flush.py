@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import pytest
 
+import pytrace
 from pytrace import buffer, core
 from pytrace.recorder import Recorder
 from pytrace.session import is_own_code
@@ -294,6 +295,30 @@ def test_an_interrupt_at_every_check_of_the_close_loses_no_batch(tmp_path):
         _, check = close_interrupted_at(tmp_path / f"at{n}.pytrace", n)
         lost = [p for p in check.problems if not p.startswith("the trace was cut short")]
         assert lost == [], dry.places[n - 1]
+
+
+def test_a_ctrl_c_as_the_recorder_is_called_to_close_still_finishes_the_trace(
+        trace_path, monkeypatch):
+    """An interrupt at the entry of ``Recorder.close`` (before any of its
+    statements) reaches the program after the session closed the file."""
+    session = pytrace.start(trace_path, calls=False, flush_interval=0)
+    pytrace.log("test", "last words")
+    close = Recorder.close
+    interrupted = []
+
+    def close_interrupted_once(recorder, *args):
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return close(recorder, *args)
+
+    monkeypatch.setattr(Recorder, "close", close_interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        pytrace.stop()
+    assert interrupted and session.stopped
+    assert pytrace.validate(trace_path).valid
+    assert [e.arg("message") for e in pytrace.read(trace_path).events
+            if e.name == "UserLog"] == ["last words"]
 
 
 def test_a_real_sigint_in_the_final_flush_still_leaves_every_batch_and_the_footer(
