@@ -17,7 +17,7 @@ them was most of a test's tracing cost; a test whose options differ (a
 ``pytrace`` marker) gets its own installed.  The periodic flusher's thread
 stays too (``Recorder.close(keep_flusher=True)``), so a test that hangs or
 crashes the process still leaves its events up to the last flush interval
-in its file.  Files go
+in its file; so does the CPU sampler's, asleep between tests.  Files go
 to ``--pytrace-dir`` (default ``.pytrace`` in the root directory), one per
 test, named by ``trace_file_name``; a trace left there by an earlier run of
 the same test is replaced, other files are left alone.  Each report carries
