@@ -21,7 +21,7 @@ import time
 import pytest
 
 import pytrace
-from eventlog import QUIET, gc_disabled, normalized, of_kind, stack_names, thread_tid
+from eventlog import gc_disabled, normalized, of_kind, stack_names, thread_tid
 from pytrace import events, session as tracing, writer as writer_module
 
 #: The pytest plugin's light mode (without the periodic flusher, except where a test wants it).
