@@ -41,6 +41,7 @@ import os
 import threading
 import warnings
 
+from . import forks
 from . import session as tracing
 from .options import Options
 
@@ -132,4 +133,4 @@ def _trace_forked_child() -> None:
             atexit.register(tracing.stop)
 
 
-os.register_at_fork(after_in_child=_trace_forked_child)
+forks.register(after_in_child=_trace_forked_child)

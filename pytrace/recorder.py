@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from . import __version__, core, wire
+from . import __version__, core, forks, wire
 from .buffer import Slots, Tables
 from .writer import Writer
 
@@ -72,7 +72,7 @@ def _forget_pid() -> None:
     _pid_text = None
 
 
-os.register_at_fork(after_in_child=_forget_pid)
+forks.register(after_in_child=_forget_pid)
 
 
 #: ``(argv, its JSON)`` of the last ``_argv_json`` call.

@@ -25,6 +25,7 @@ import sys
 import threading
 import warnings
 
+from . import forks
 from .options import Options
 from .recorder import FLUSHER, OWN_THREAD_PREFIX, Recorder
 
@@ -422,8 +423,8 @@ def _stop_in_forked_child() -> None:
         session.abandon()
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_stop_in_forked_child)
+forks.register(before=_before_fork, after_in_parent=_after_fork_in_parent,
+               after_in_child=_stop_in_forked_child)
 
 
 def _finish_at_exit() -> None:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from .. import events
+from .. import events, forks
 from ..session import OWN_THREAD_PREFIX
 
 CPU_SAMPLE = events.BY_NAME["CPUSample"].id
@@ -134,7 +134,7 @@ def _resume_tickers() -> None:
 
 # In a forked child the session stops (``session._stop_in_forked_child``),
 # which stops its tickers; their threads are not there to resume.
-os.register_at_fork(before=_pause_tickers, after_in_parent=_resume_tickers)
+forks.register(before=_pause_tickers, after_in_parent=_resume_tickers)
 
 
 class Sampler:
