@@ -22,7 +22,8 @@ import time
 
 import pytrace
 from pytrace import session
-from pytrace.pytest_plugin import DEFAULT_SAMPLE_RATE, LIGHT_BUFFER_SIZE, trace_file_name
+from pytrace.pytest_plugin import DEFAULT_SAMPLE_RATE
+from pytrace.pytest_recording import LIGHT_BUFFER_SIZE, trace_file_name
 from pytrace.options import Options
 
 

@@ -18,8 +18,8 @@ import pytest
 import pytrace
 from eventlog import stack_names
 from pytrace.analysis import collect_pauses
-from pytrace.pytest_plugin import (LIGHT_BUFFER_SIZE, MAX_NAME_BYTES, parse_duration,
-                                   trace_file_name)
+from pytrace.pytest_recording import (LIGHT_BUFFER_SIZE, MAX_NAME_BYTES, parse_duration,
+                                      trace_file_name)
 
 pytest_plugins = ["pytester"]
 
@@ -174,7 +174,7 @@ def test_a_long_test_s_events_reach_its_file_before_it_ends(pytester):
     pytester.makepyfile(test_inner_long="""
         import os, threading, time
         import pytrace
-        from pytrace.pytest_plugin import trace_file_name
+        from pytrace.pytest_recording import trace_file_name
 
         def flushers():
             return [t for t in threading.enumerate() if t.name == "pytrace-flusher"]
@@ -529,7 +529,8 @@ def test_inert_without_the_option(pytester):
 
 def test_an_inert_run_imports_no_recording_or_reading_module(pytester):
     """pytest imports the installed plugin in every run: without --pytrace,
-    it must not import the tracer or the reader (issue 4)."""
+    it must not import the tracer, the reader, or the plugin's own
+    recording side (``pytrace.pytest_recording``) (issue 4)."""
     pytester.makepyfile(test_inner_lazy="""
         import sys
 
