@@ -15,8 +15,8 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import TYPE_CHECKING, NamedTuple
 
 import _pytest
 import pluggy
@@ -81,8 +81,7 @@ def parse_duration(value) -> int:
     return round(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
-@dataclass(frozen=True)
-class GCLimits:
+class GCLimits(NamedTuple):
     """The limits of a ``gc_limits`` marker, in nanoseconds and collections."""
 
     max_pause: int | None = None
@@ -132,8 +131,7 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.3f} ms"
 
 
-@dataclass(frozen=True)
-class GCPauses:
+class GCPauses(NamedTuple):
     """The collections of one trace, as the figures and the limits need them.
 
     Taken from the GC hook, which counts them as it writes them
@@ -182,16 +180,11 @@ class GCPauses:
 NO_PAUSES = GCPauses()
 
 
-@dataclass(slots=True)
 class Recording:
-    """The plugin's state for the test being run."""
+    """The plugin's state for the test being run.  A plain class, not a
+    dataclass: making a dataclass cost ~0.5 ms in every run that records.
+    The class attributes are the defaults."""
 
-    item: pytest.Item
-    nodeid: str
-    path: str
-    session: Session | None
-    task: pytrace.task | None
-    limits: GCLimits | None
     #: Why the test has no trace of its own (None if it has one).
     note: str | None = None
     #: What is wrong with the test's markers (None if nothing).
@@ -209,6 +202,14 @@ class Recording:
     #: Bytes in the trace file once it stopped (the writer counts them: no ``stat``).
     size: int = 0
 
+    def __init__(self, item: pytest.Item, nodeid: str, path: str) -> None:
+        self.item = item
+        self.nodeid = nodeid
+        self.path = path
+        self.session: Session | None = None
+        self.task: pytrace.task | None = None
+        self.limits: GCLimits | None = None
+
     def recording(self) -> bool:
         """True while this test's own trace is the running one (the session
         object lives on, parked, for later tests' traces)."""
@@ -216,8 +217,7 @@ class Recording:
                 and self.session is _tracing().current())
 
 
-@dataclass(frozen=True, slots=True)
-class Figures:
+class Figures(NamedTuple):
     """What the summary needs of one test.  It travels as a plain dict of
     these fields (``report.pytrace`` on the teardown report), so xdist can
     ship it; the summary folds each dict into its totals, and makes a
@@ -238,14 +238,14 @@ class Figures:
 
 
 #: The defaults of every field of ``Figures`` but ``nodeid``.
-NO_FIGURES = {f.name: f.default for f in fields(Figures) if f.name != "nodeid"}
+NO_FIGURES = dict(Figures._field_defaults)
 
 
 class Summary:
     """The terminal summary's figures, folded in one test at a time: the
     totals, the notes of the first ``top`` tests without a trace of their
     own, and the tests with collections (the only rows the GC tables can
-    show).  Holding a ``Figures`` per test cost a dataclass per test and
+    show).  Holding a ``Figures`` per test cost an object per test and
     memory that grew with the suite."""
 
     def __init__(self, top: int) -> None:
@@ -354,7 +354,7 @@ class PytracePlugin:
         tracing = _tracing()
         nodeid = item.nodeid
         path = self._path_prefix + trace_file_name(nodeid)
-        test = Recording(item, nodeid, path, None, None, None)
+        test = Recording(item, nodeid, path)
         options_marks, limits_mark = _markers(item)
         try:
             options = self._options(options_marks)
