@@ -18,7 +18,6 @@ another thread runs Python code: rates above ~200 Hz are not reached then.
 from __future__ import annotations
 
 import _thread
-import os
 import sys
 import threading
 import time
