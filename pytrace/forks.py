@@ -40,10 +40,19 @@ def register(*, before=None, after_in_parent=None, after_in_child=None) -> None:
 
 
 def _call_each(references) -> None:
+    """Call every callback still alive.  As with ``os.register_at_fork``, one
+    that raises does not keep the others from running; the first exception
+    then goes to the interpreter, which reports it as unraisable."""
+    failure = None
     for reference in references:
         callback = reference()
         if callback is not None:
-            callback()
+            try:
+                callback()
+            except BaseException as exc:
+                failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 # The same code with globals of its own (empty: it reads none), so that the

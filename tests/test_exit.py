@@ -127,3 +127,41 @@ def test_nothing_the_interpreter_holds_at_exit_keeps_a_pytrace_module_alive(tmp_
                       env={**os.environ, "PYTRACE_CORE": core_name})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+FAILING_FORK_CALLBACK = """
+    import os, sys
+
+    from pytrace import forks
+
+
+    def fails():
+        raise RuntimeError("boom in a fork callback")
+
+
+    def marks():
+        with open(sys.argv[1], "a") as out:
+            out.write(f"{'parent' if os.getpid() == parent else 'child'} ")
+
+
+    parent = os.getpid()
+    forks.register(before=marks, after_in_parent=fails, after_in_child=fails)
+    forks.register(before=fails, after_in_parent=marks, after_in_child=marks)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_failing_fork_callback_keeps_no_other_from_running(tmp_path):
+    """``pytrace.forks`` calls each phase's callbacks from one function: one
+    that raises must not skip the rest, as with ``os.register_at_fork``."""
+    script = write_program(tmp_path, "program", FAILING_FORK_CALLBACK)
+    marks = tmp_path / "marks"
+    done = run_python(script, str(marks), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # ``before`` runs newest first: ``fails``, then ``marks``.
+    assert sorted(marks.read_text().split()) == ["child", "parent", "parent"]
+    assert "boom in a fork callback" in done.stderr
