@@ -20,11 +20,11 @@ crashes the process still leaves its events up to the last flush interval
 in its file; so does the CPU sampler's, asleep between tests.  Files go
 to ``--pytrace-dir`` (default ``.pytrace`` in the root directory), one per
 test, named by ``pytest_recording.trace_file_name``; a trace left there by
-an earlier run of the same test is replaced, other files are left alone.  Each report carries
-the path as the user property ``pytrace_trace`` (which ``--junitxml``
-records), and a failure's report shows it.  With ``--pytrace-keep=failed``
-only the traces of tests that failed or errored stay; a test skipped before
-its body ran leaves no trace.
+an earlier run of the same test is replaced, other files are left alone.
+Each report carries the path as the user property ``pytrace_trace`` (which
+``--junitxml`` records), and a failure's report shows it.  With
+``--pytrace-keep=failed`` only the traces of tests that failed or errored
+stay; a test skipped before its body ran leaves no trace.
 
 The GC figures of each test travel on its teardown report (a plain dict
 under ``report.pytrace``), so under pytest-xdist the controller, which sees
