@@ -2,17 +2,18 @@
 
 ``os.register_at_fork`` keeps its callables until the interpreter is gone,
 past the point where modules are torn down.  A function defined in a
-pytrace module holds that module's globals.  Under pytest, every pytrace
-module's ``__loader__`` is pytest's assertion-rewriting hook (pytest
-rewrites the whole package of an installed plugin), which holds pytest's
-``Config``, hence every plugin and module.  All of that then survived the
-first of the collections the interpreter makes at exit, and ``pytest
---pytrace`` took ~7 ms longer to end on 3.11 (issue 4).
+pytrace module holds that module's globals.  Under pytest, with pytrace
+installed as a regular package, every pytrace module's ``__loader__`` is
+pytest's assertion-rewriting hook (pytest rewrites the whole package of an
+installed plugin), which holds pytest's ``Config``, hence every plugin and
+module.  All of that then survived the first of the collections the
+interpreter makes at exit, and ``pytest --pytrace`` took ~7 ms longer to
+end on 3.11 (issue 4).
 
-So the interpreter holds three functions of this module, one per phase,
-each with empty globals, and they reach the callbacks through weak
-references.  The order is ``os.register_at_fork``'s: ``before`` callbacks
-run newest first, the others in the order they were registered.
+So each callback is registered as a call, through a weak reference, of a
+function whose globals are empty.  Everything else is
+``os.register_at_fork``'s own: the order, and an exception in one callback
+reported without keeping the others from running.
 """
 
 from __future__ import annotations
@@ -22,42 +23,23 @@ import os
 import types
 import weakref
 
-#: Weak references to the callbacks of each phase, in the order they run.
-_BEFORE: list = []
-_AFTER_IN_PARENT: list = []
-_AFTER_IN_CHILD: list = []
-
 
 def register(*, before=None, after_in_parent=None, after_in_child=None) -> None:
-    """As ``os.register_at_fork``, for module-level functions (a callback
-    that nothing else keeps alive is dropped)."""
-    if before is not None:
-        _BEFORE.insert(0, weakref.ref(before))
-    if after_in_parent is not None:
-        _AFTER_IN_PARENT.append(weakref.ref(after_in_parent))
-    if after_in_child is not None:
-        _AFTER_IN_CHILD.append(weakref.ref(after_in_child))
+    """As ``os.register_at_fork``, for module-level functions: the callbacks
+    are held weakly, so a bound method or a lambda that nothing else keeps
+    would be dropped at once."""
+    phases = {"before": before, "after_in_parent": after_in_parent,
+              "after_in_child": after_in_child}
+    os.register_at_fork(**{phase: functools.partial(_call_if_alive, weakref.ref(callback))
+                           for phase, callback in phases.items() if callback is not None})
 
 
-def _call_each(references) -> None:
-    """Call every callback still alive.  As with ``os.register_at_fork``, one
-    that raises does not keep the others from running; the first exception
-    then goes to the interpreter, which reports it as unraisable."""
-    failure = None
-    for reference in references:
-        callback = reference()
-        if callback is not None:
-            try:
-                callback()
-            except BaseException as exc:
-                failure = failure or exc
-    if failure is not None:
-        raise failure
+def _call_if_alive(reference) -> None:
+    callback = reference()
+    if callback is not None:
+        callback()
 
 
 # The same code with globals of its own (empty: it reads none), so that the
 # interpreter's reference to it leads to no module.
-_call_each = types.FunctionType(_call_each.__code__, {}, "_call_each")
-os.register_at_fork(before=functools.partial(_call_each, _BEFORE),
-                    after_in_parent=functools.partial(_call_each, _AFTER_IN_PARENT),
-                    after_in_child=functools.partial(_call_each, _AFTER_IN_CHILD))
+_call_if_alive = types.FunctionType(_call_if_alive.__code__, {}, "_call_if_alive")

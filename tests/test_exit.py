@@ -139,14 +139,33 @@ FAILING_FORK_CALLBACK = """
         raise RuntimeError("boom in a fork callback")
 
 
-    def marks():
+    def fails_too():
+        raise ValueError("another boom")
+
+
+    def mark(text):
         with open(sys.argv[1], "a") as out:
-            out.write(f"{'parent' if os.getpid() == parent else 'child'} ")
+            out.write(text + " ")
+
+
+    def marks():
+        mark("parent" if os.getpid() == parent else "child")
+
+
+    def registers():
+        mark("registers")
+        forks.register(before=late)
+
+
+    def late():
+        mark("late")
 
 
     parent = os.getpid()
+    forks.register(before=registers)
     forks.register(before=marks, after_in_parent=fails, after_in_child=fails)
     forks.register(before=fails, after_in_parent=marks, after_in_child=marks)
+    forks.register(after_in_parent=fails_too)
     pid = os.fork()
     if pid == 0:
         os._exit(0)
@@ -155,13 +174,14 @@ FAILING_FORK_CALLBACK = """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_failing_fork_callback_keeps_no_other_from_running(tmp_path):
-    """``pytrace.forks`` calls each phase's callbacks from one function: one
-    that raises must not skip the rest, as with ``os.register_at_fork``."""
+def test_fork_callbacks_each_run_once_though_some_fail(tmp_path):
+    """Through ``pytrace.forks`` as with ``os.register_at_fork``: a callback
+    that raises does not skip the rest, every failure is reported, and a
+    callback registered during a fork waits for the next one."""
     script = write_program(tmp_path, "program", FAILING_FORK_CALLBACK)
     marks = tmp_path / "marks"
     done = run_python(script, str(marks), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    # ``before`` runs newest first: ``fails``, then ``marks``.
-    assert sorted(marks.read_text().split()) == ["child", "parent", "parent"]
+    assert sorted(marks.read_text().split()) == ["child", "parent", "parent", "registers"]
     assert "boom in a fork callback" in done.stderr
+    assert "another boom" in done.stderr
