@@ -5,6 +5,8 @@
  * - ThreadSlot: pytrace/buffer.py's ThreadSlot in C.
  * - Calls: the per-event work of the call hooks (pytrace/hooks/monitoring_c.py
  *   and setprofile_c.py).
+ * - Beat: the clock of the sampler and heap ticker (pytrace/hooks/sampler.py),
+ *   in _beat.c: it waits without the GIL and hands ticks to the main thread.
  * - Run, resolve_events: the reader's per-record and per-event loops
  *   (pytrace/decoder_c.py), in _decode.c: the reader shares nothing with
  *   the writer but this module.
@@ -2680,6 +2682,8 @@ static PyTypeObject CallsType = {
 
 /* _decode.c: adds Run and resolve_events. */
 int decode_add_to_module(PyObject *module);
+/* _beat.c: adds Beat. */
+int beat_add_to_module(PyObject *module);
 
 static PyMethodDef core_methods[] = {
     {"clock", core_clock, METH_NOARGS,
@@ -2740,7 +2744,7 @@ PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (decode_add_to_module(m) < 0) {
+    if (decode_add_to_module(m) < 0 || beat_add_to_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

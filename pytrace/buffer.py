@@ -335,6 +335,15 @@ class Slots:
             slot = self._create(get_ident(), self.reserve_tid())
         return slot
 
+    def of(self, ident: int) -> ThreadSlot:
+        """The slot of thread ``ident``, created on its first event: a ticker
+        writes through its own thread's slot whichever thread takes its tick
+        (see ``hooks/sampler.Ticker``)."""
+        slot = self.by_ident.get(ident)
+        if slot is None:
+            slot = self._create(ident, self.reserve_tid())
+        return slot
+
     def reserve_tid(self) -> int:
         """A fresh thread id, e.g. for a thread being created (ThreadCreate
         names the child before the child runs; the child then ``bind``s it)."""

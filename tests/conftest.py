@@ -25,6 +25,7 @@ EACH_CORE: dict[str, set[str] | None] = {
     "test_calls": None,
     "test_backends": None,
     "test_call_counts": None,
+    "test_sampler": None,
 }
 
 #: module name -> tests that only make sense on the Python core: the broken

@@ -4,6 +4,8 @@ from a daemon thread that runs only while tracing."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -109,8 +111,8 @@ def test_tracing_stopped_from_inside_a_round_of_samples_ends_the_sampler(
     sample = sampler_module.Sampler._sample
     stopped = threading.Event()
 
-    def stop_inside(self):
-        sample(self)
+    def stop_inside(self, slot):
+        sample(self, slot)
         if not stopped.is_set():
             stopped.set()
             pytrace.stop()
@@ -146,3 +148,34 @@ def test_a_fork_pauses_pytraces_threads_and_they_resume_in_the_parent(trace_path
     # Each ticker ran as one thread before the fork and as a new one after it.
     assert len({e.tid for e in of_kind(trace, "CPUSample")}) == 2
     assert len({e.tid for e in of_kind(trace, "HeapCounters")}) == 2
+
+
+def test_ticks_taken_in_the_middle_of_the_programs_own_flushes(tmp_path):
+    """On the C core the thread running Python takes a tick wherever it is,
+    inside pytrace's writer too (a flush of its own slot, holding the
+    writer's lock): the sample must not wait for that lock.  Tiny buffers
+    and a fast rate make it happen; a child process, so that a deadlock
+    fails the test instead of hanging the suite."""
+    path = tmp_path / "flushing.pytrace"
+    program = f"""
+import time, pytrace
+from pytrace import session
+session.start({str(path)!r}, calls=False, sample_rate=1000, buffer_size=256)
+end = time.perf_counter() + 0.2
+while time.perf_counter() < end:
+    pytrace.log("flush", "often")
+session.stop()
+"""
+    env = {**os.environ, "PYTRACE_CORE": pytrace.core.name}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    trace = pytrace.read(path)
+    assert pytrace.validate(path).valid
+    assert len(of_kind(trace, "UserLog")) >= 1000
+    if pytrace.core.name == "c":
+        assert len(of_kind(trace, "CPUSample")) >= 20
+    # (The Python core's sampler thread may get no sample in at all here: it
+    # waits for the GIL, which the program, making a system call every few
+    # microseconds, takes back first each time: see pytrace/_beat.c.)

@@ -134,9 +134,12 @@ class GCHook:
         finally:
             self._open.pop(ident, None)
 
-    def emit_heap_counters(self) -> None:
+    def emit_heap_counters(self, slot=None) -> None:
+        """Through ``slot`` (the heap ticker's), else the calling thread's."""
         gen0, gen1, gen2 = gc.get_count()
-        self.session.slots.current().emit(
+        if slot is None:
+            slot = self.session.slots.current()
+        slot.emit(
             HEAP_COUNTERS, gen0, gen1, gen2, gc.get_threshold()[0],
             sys.getallocatedblocks(), self._rss())
 

@@ -1,18 +1,23 @@
 """CPU samples: the stack of every traced thread, ``sample_rate`` times a second.
 
-Like Go's CPUSample, but taken from a daemon thread with
-``sys._current_frames()``: a sample is written for each thread that has a
-slot (a traced thread; the thread that started tracing always is), so it
-shows where each thread is, running or waiting, at that moment.  The sampler writes ``CPUSample(thread, stack)`` through its own
-slot; ``thread`` is the sampled thread's tid.
+Like Go's CPUSample, taken with ``sys._current_frames()``: a sample is
+written for each thread that has a slot (a traced thread; the thread that
+started tracing always is), so it shows where each thread is, running or
+waiting, at that moment.  The sampler writes ``CPUSample(thread, stack)``
+through its own thread's slot; ``thread`` is the sampled thread's tid.  On
+the C core the thread running Python takes most ticks, between two of its
+bytecodes (see ``Ticker``), and still writes them there.
 
 pytrace's frames are left out of the stacks, and pytrace's own threads
 (this sampler, the heap ticker, the periodic flusher: every thread whose
 name starts with ``pytrace-``) are not sampled.
 
-The sampler needs the GIL to take a sample, so it gets at most one sample in
-per switch interval (``sys.getswitchinterval()``, 5 ms by default) while
-another thread runs Python code: rates above ~200 Hz are not reached then.
+A tick taken on the sampler's own thread needs the GIL: while another
+thread runs Python code it gets at most one in per switch interval
+(``sys.getswitchinterval()``, 5 ms by default), so rates above ~200 Hz are
+not reached then.  That is every tick on the pure-Python core, and on the C
+core the ticks that no thread running Python takes (3.11's main thread
+takes them only at its system calls).
 """
 
 from __future__ import annotations
@@ -22,65 +27,137 @@ import sys
 import threading
 import time
 
-from .. import events, forks
+from .. import core, events, forks
 from ..session import OWN_THREAD_PREFIX
 
 CPU_SAMPLE = events.BY_NAME["CPUSample"].id
-#: Every pytrace thread's name starts with this.
+
+
+class PythonBeat:
+    """A ticker's clock on the pure-Python core: ``run()`` calls ``tick()``
+    every ``interval`` seconds on the thread that runs it.  The C core's
+    ``_core.Beat`` has the same methods and hands each tick to the thread
+    running Python instead (see ``pytrace/_beat.c``: a thread that wakes in
+    Python takes the GIL from the program at every tick).
+
+    Ticks keep to a fixed schedule; ticks missed while the thread could not
+    run are skipped, not made up in a burst.  A tick that falls due while
+    held is skipped, and the thread then sleeps, with no wake-up at all,
+    until ``release()``.  A hold that no tick falls into costs the thread
+    nothing: ``release()`` wakes nobody (``pytest --pytrace`` holds and
+    releases once per test, every few hundred microseconds).
+    """
+
+    def __init__(self, interval: float, tick) -> None:
+        self._interval = interval
+        self._tick = tick
+        #: Guards ``_held``, ``_sleeping`` and ``_stopping`` (from ``_thread``:
+        #: the blocking hook may have replaced ``threading.Lock``).
+        self._lock = _thread.allocate_lock()
+        self._held = False
+        self._stopping = False
+        #: True while ``run`` sleeps in ``_wake.acquire()``: whoever sets it
+        #: back to False releases ``_wake``, once, to wake it.
+        self._sleeping = False
+        #: Locked at all times but while it wakes the sleeping thread, whose
+        #: ``acquire`` locks it again.
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        #: Interrupts the wait for the next tick (``halt``).
+        self._halted = threading.Event()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._stopping = False
+            self._halted = threading.Event()
+
+    def run(self) -> None:
+        halted = self._halted
+        next_tick = time.monotonic()
+        while True:
+            next_tick += self._interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind: skip the missed ticks
+                next_tick -= delay
+                delay = 0
+            if halted.wait(delay):
+                return
+            with self._lock:
+                # ``halt`` sets ``_stopping`` under this lock before it looks
+                # for a sleeper: a halt is either seen here or wakes the sleeper.
+                if self._stopping:
+                    return
+                held = self._sleeping = self._held
+            if held:  # skip the tick and sleep until released
+                self._wake.acquire()
+                if self._stopping:
+                    return
+                next_tick = time.monotonic()
+                continue
+            self._tick()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            self._held = False
+            self._wake_sleeper()
+
+    def halt(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._halted.set()
+            self._wake_sleeper()
+
+    def _wake_sleeper(self) -> None:
+        """With ``_lock`` held: wake ``run`` if it sleeps."""
+        if self._sleeping:
+            self._sleeping = False
+            self._wake.release()
 
 
 class Ticker:
-    """A pytrace daemon thread that calls ``tick()`` every ``interval`` seconds.
+    """A pytrace daemon thread that has ``tick()`` called every ``interval`` seconds.
 
-    Ticks keep to a fixed schedule; ticks missed while the thread could not
-    run are skipped, not made up in a burst.  ``stop()`` ends the thread and
-    waits for it, so nothing it writes comes after the trace's footer.
+    Its clock is the active core's beat (``PythonBeat`` or ``_core.Beat``):
+    on the C core the ticks run on the thread that runs Python at that
+    moment (the main thread, on 3.11 and 3.13), else on this thread.  Either way ``tick(slot)`` gets this thread's slot, to
+    write through: the trace shows the ticker's events on the ticker's
+    thread, whichever thread took the tick.  ``tick`` never raises: a
+    failure stops tracing (``Session.fail``).  ``stop()`` ends the thread
+    and waits for it.
     Around ``os.fork()`` the thread is paused, so that pytrace's threads do
     not make the fork multi-threaded (as the session does with its flusher).
-    ``hold()`` keeps the thread asleep, with no wake-up at all, until
-    ``release()``: each wake-up takes the GIL from the program.
+    ``hold()`` stops the ticks until ``release()``.
     """
 
     def __init__(self, session, name: str, interval: float, tick) -> None:
         self._session = session
         self._name = name
-        self._interval = interval
-        self._tick = tick
-        #: Set while the ticker ticks; cleared by ``hold``.
-        self._open = threading.Event()
-        self._open.set()
-        #: What ``hold``/``release`` asked for last (``_halt`` puts it back
-        #: after waking the thread), and the lock that keeps the two together.
-        self._held = False
-        self._holding = _thread.allocate_lock()
+        self._user_tick = tick
+        beat = core.c_module.Beat if core.name == "c" else PythonBeat
+        self._beat = beat(interval, self._tick)
+        self.hold = self._beat.hold
+        self.release = self._beat.release
         self._start()
 
+    def _tick(self) -> None:
+        try:
+            self._user_tick(self._session.slots.of(self._thread.ident))
+        except Exception as exc:
+            self._session.fail(exc)
+
     def _start(self) -> None:
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stopping,),
-                                        name=self._name, daemon=True)
+        self._beat.begin()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
         _RUNNING.add(self)
 
-    def _run(self, stopping: threading.Event) -> None:
+    def _run(self) -> None:
         try:
-            next_tick = time.monotonic()
-            while True:
-                if not self._open.is_set():
-                    if stopping.is_set():  # stopped from inside the last tick
-                        return
-                    self._open.wait()
-                    if stopping.is_set():
-                        return
-                    next_tick = time.monotonic()
-                next_tick += self._interval
-                delay = next_tick - time.monotonic()
-                if delay < 0:  # fell behind: skip the missed ticks
-                    next_tick -= delay
-                    delay = 0
-                if stopping.wait(delay):
-                    return
-                self._tick()
+            self._beat.run()
         except Exception as exc:
             self._session.fail(exc)
         finally:
@@ -92,25 +169,10 @@ class Ticker:
         """The ident of the ticker's thread (None until it runs)."""
         return self._thread.ident
 
-    def hold(self) -> None:
-        """Tick no more until ``release()`` (a tick under way still ends)."""
-        with self._holding:
-            self._held = True
-            self._open.clear()
-
-    def release(self) -> None:
-        with self._holding:
-            self._held = False
-            self._open.set()
-
     def _halt(self) -> None:
-        self._stopping.set()
-        self._open.set()  # wakes a held thread, which then sees it must stop
+        self._beat.halt()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        with self._holding:  # as hold/release last asked, even while this waited
-            if self._held:
-                self._open.clear()
 
     def stop(self) -> None:
         _RUNNING.discard(self)
@@ -152,16 +214,26 @@ class Sampler:
         #: so that no sample reaches a file after its final flush.  From
         #: ``_thread``: the blocking hook may have replaced ``threading.Lock``.
         self._round = _thread.allocate_lock()
+        #: The thread writing a round, or None.
+        self._rounding: int | None = None
         self.ticker: Ticker | None = None
 
-    def sample(self) -> None:
-        with self._round:
+    def sample(self, slot) -> None:
+        # Never waits: on the C core a round runs on the main thread wherever
+        # it is, ``pause`` waiting for a round included.  A tick that finds a
+        # round under way is skipped.
+        if not self._round.acquire(False):
+            return
+        self._rounding = threading.get_ident()
+        try:
             if self.recording:
-                self._sample()
+                self._sample(slot)
+        finally:
+            self._rounding = None
+            self._round.release()
 
-    def _sample(self) -> None:
+    def _sample(self, slot) -> None:
         session = self.session
-        slot = session.slots.current()
         traced = session.slots.by_ident
         own = {t.ident for t in threading.enumerate() if t.name.startswith(OWN_THREAD_PREFIX)}
         for ident, frame in sys._current_frames().items():
@@ -181,15 +253,17 @@ class Sampler:
 
     def pause(self) -> None:
         """Write no more samples, and let the thread sleep until ``resume``;
-        return once a round being written is done (at once on the sampler's
-        own thread: a failure in a round that stops tracing comes here from
+        return once a round being written is done (at once on the thread
+        writing it: a failure in a round that stops tracing comes here from
         inside that round)."""
         self.recording = False
         ticker = self.ticker
         if ticker is None:  # stopped while the ticker was being made
             return
         ticker.hold()
-        if threading.get_ident() != ticker.ident:
+        # A round that begins from now on sees ``recording`` false; one that
+        # holds ``_round`` already is waited for.
+        if self._round.locked() and self._rounding != threading.get_ident():
             with self._round:
                 pass
 
