@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib
 import os
 import re
 import time
@@ -299,16 +298,10 @@ class PytracePlugin:
         #: Where each test's file goes, less its name (a test's file name
         #: never starts with ``/``: ``os.path.join`` is not needed).
         self._path_prefix = os.path.join(settings.directory, "")
-        self._import_hooks()
-
-    def _import_hooks(self) -> None:
-        """Import the hooks of the default mode now, so that the first test's
-        trace does not hold their import (its time, and the collections it
-        triggers)."""
-        tracing = _tracing()
-        for option, module in tracing.HOOKS:
-            if getattr(self.light, option):
-                importlib.import_module(f"{tracing.__package__}.hooks.{module}")
+        #: Options whose hooks are imported: the first test's trace must not
+        #: hold their import (its time, and the collections it triggers).
+        self._imported = {self.light}
+        _tracing().hook_modules(self.light)
 
     def pytest_sessionstart(self, session):
         os.makedirs(self.settings.directory, exist_ok=True)
@@ -369,6 +362,9 @@ class PytracePlugin:
             test.note = f"a trace was already running ({running.path}); the test is in it"
             return test
         try:
+            if options not in self._imported:  # a marker's options
+                tracing.hook_modules(options)
+                self._imported.add(options)
             test.session = tracing.start(path, options=options)
             test.session.on_superseded = self._yield_to_test_trace
         except tracing.TracerError as exc:

@@ -50,6 +50,24 @@ HOOKS = (
 )
 
 
+def hook_modules(options: Options) -> list:
+    """The hook modules a session with ``options`` installs, in order,
+    imported.  Calling it before ``start`` keeps their import (its time, and
+    the collections it triggers) out of the trace: ``pytest --pytrace`` does
+    so before each test that needs hooks no test needed before."""
+    modules = []
+    if options.children:
+        from . import children
+        modules.append(children)
+    for option, name in HOOKS:
+        if getattr(options, option):
+            modules.append(importlib.import_module(f".hooks.{name}", __package__))
+    if options.calls:
+        # What its install imports: the backend chosen for these options.
+        modules[-1].backend_module(options)
+    return modules
+
+
 class TracerError(RuntimeError):
     """pytrace cannot start (e.g. a trace is already running, or the path is unwritable)."""
 
@@ -117,12 +135,8 @@ class Session:
 
     def start(self) -> None:
         try:
-            if self.options.children:
-                from . import children
-                self._install(children)
-            for option, module in HOOKS:
-                if getattr(self.options, option):
-                    self._install(importlib.import_module(f".hooks.{module}", __package__))
+            for hook in hook_modules(self.options):
+                self._install(hook)
         except BaseException:
             self.stop()
             raise

@@ -224,6 +224,41 @@ def test_calls_are_recorded_with_the_option_or_the_marker(pytester):
     assert {"test_plain", "helper"} <= called("test_inner_calls.py::test_plain")
 
 
+def test_hooks_a_marker_asks_for_are_imported_before_its_tests_trace_starts(pytester):
+    """Importing the call hooks (a few ms, and collections, under pytest's
+    assertion-rewriting loader) must not land in the first traced test that
+    asks for calls: they are imported before its trace starts."""
+    pytester.makeconftest("""
+        import sys
+        import pytrace.session as tracing
+
+        imported_at_start = []
+        _start = tracing.start
+
+        def start(path, **options):
+            imported_at_start.append({name for name in sys.modules
+                                      if name.startswith("pytrace.hooks.")})
+            return _start(path, **options)
+
+        tracing.start = start
+    """)
+    pytester.makepyfile(test_inner_first_calls="""
+        import pytest
+        import conftest
+
+        def test_light():
+            pass
+
+        @pytest.mark.pytrace(calls=True)
+        def test_with_calls():
+            imported = conftest.imported_at_start[-1]
+            assert "pytrace.hooks.calls" in imported
+            assert {"monitoring", "monitoring_c", "setprofile", "setprofile_c"} & {
+                name.rsplit(".", 1)[-1] for name in imported}
+    """)
+    pytester.inline_run("--pytrace", "-p", "no:cacheprovider").assertoutcome(passed=2)
+
+
 def test_markers_of_the_module_and_class_apply_and_the_closest_wins(pytester):
     """A ``pytrace`` or ``gc_limits`` marker on a module (``pytestmark``) or
     a class covers its tests; one closer to the test wins."""

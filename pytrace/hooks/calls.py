@@ -149,14 +149,19 @@ def backend_name(requested: str) -> str:
     return requested
 
 
-def install(session):
-    """Install the call backend chosen by ``session.options.backend``, with
-    the C core's callbacks (``monitoring_c``, ``setprofile_c``) when the C
-    core is active (``pytrace.core``); return its ``stop``."""
-    name = backend_name(session.options.backend)
+def backend_module(options):
+    """The module of the call backend chosen by ``options.backend``, with the
+    C core's callbacks (``monitoring_c``, ``setprofile_c``) when the C core is
+    active (``pytrace.core``); imported on first use."""
+    name = backend_name(options.backend)
     if core.name == "c":
         name += "_c"
-    backend = importlib.import_module(f"{__package__}.{name}").BACKEND(session)
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def install(session):
+    """Install the call backend of ``backend_module``; return its ``stop``."""
+    backend = backend_module(session.options).BACKEND(session)
     backend.start()
     return backend.stop
 
