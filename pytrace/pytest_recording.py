@@ -7,7 +7,6 @@ the plugin as its users see it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -45,8 +44,6 @@ _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_0
 LIGHT_BUFFER_SIZE = 8 * 1024
 #: Characters a trace file name keeps (``trace_file_name``); the others become ``_``.
 _UNSAFE_NAME_CHARS = re.compile(r"[^\w.\-\[\]=,+]")
-#: What ``PytracePlugin._region`` gives when the test has no trace of its own.
-_NO_REGION = contextlib.nullcontext()
 
 
 def trace_file_name(nodeid: str) -> str:
@@ -200,6 +197,8 @@ class Recording:
     stopped: int = 0
     #: Bytes in the trace file once it stopped (the writer counts them: no ``stat``).
     size: int = 0
+    #: The region of the phase under way, until its report.
+    region: pytrace.region | None = None
 
     def __init__(self, item: pytest.Item, nodeid: str, path: str) -> None:
         self.item = item
@@ -312,33 +311,29 @@ class PytracePlugin:
 
     # -- recording -----------------------------------------------------------
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    # Each phase's region starts in the phase's own hook, ahead of pytest's
+    # implementation (the fixtures of setup, the test function of call), and
+    # ends in the phase's report, which follows every phase.  Not wrappers:
+    # a hook wrapper costs every test a generator per phase (issue 4), and
+    # failing a setup from a wrapper, before pytest's own setup wrappers
+    # (logging, capture) have run, breaks their teardown.
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
-        self.current = self._begin(item)
-        with self._region("setup"):
-            return (yield)
+        """Start the test's trace; fail the setup of a test whose markers are
+        wrong before its fixtures run (the way pytest's own skip markers act)."""
+        test = self.current = self._begin(item)
+        if test.error is not None:
+            pytest.fail(f"{item.nodeid}: {test.error}", pytrace=False)
+        self._start_region(test, "setup")
 
-    @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_setup")
-    def pytest_runtest_setup_refuse_bad_markers(self, item):
-        """Fail the setup of a test whose markers are wrong, before its fixtures
-        run (the way pytest's own skip markers act).  Not from the wrapper
-        above: failing there, before pytest's own setup wrappers (logging,
-        capture) have run, breaks their teardown."""
-        if self.current is not None and self.current.error is not None:
-            pytest.fail(f"{item.nodeid}: {self.current.error}", pytrace=False)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item):
-        with self._region("call"):
-            return (yield)
+        self._start_region(self.current, "call")
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item, nextitem):
-        try:
-            with self._region("teardown"):
-                return (yield)
-        finally:
-            self._end_recording()
+        self._start_region(self.current, "teardown")
 
     def _begin(self, item) -> Recording:
         """Start the test's trace, unless its markers are wrong.  The hooks
@@ -388,10 +383,17 @@ class PytracePlugin:
             values.update(mark.kwargs)
         return Options.from_kwargs(**{**asdict(self.light), **values})
 
-    def _region(self, name: str):
-        """A region of the test's own trace; nothing when it has none."""
-        test = self.current
-        return self._regions[name] if test is not None and test.recording() else _NO_REGION
+    def _start_region(self, test: Recording | None, name: str) -> None:
+        """Start the phase's region in the test's own trace, if it has one."""
+        if test is not None and test.recording():
+            test.region = self._regions[name]
+            test.region.__enter__()
+
+    @staticmethod
+    def _end_region(test: Recording) -> None:
+        region, test.region = test.region, None
+        if region is not None:
+            region.__exit__(None, None, None)
 
     def _end_recording(self) -> None:
         test = self.current
@@ -421,10 +423,14 @@ class PytracePlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item, call):
-        report = yield
         test = self.current
         if test is None or test.item is not item:
-            return report
+            return (yield)
+        # The phase is over: its region ends; after teardown, the trace.
+        self._end_region(test)
+        if call.when == "teardown":
+            self._end_recording()
+        report = yield
         # ``report.outcome`` read directly: the ``passed``/``failed``/``skipped``
         # properties are a Python call each, on every phase of every test.
         when = call.when
