@@ -535,8 +535,10 @@ def _pauses_in(path) -> list:
 
 
 @functools.cache
+@functools.cache
 def _tracing():
-    """``pytrace.session``, imported when first needed (see the imports)."""
+    """``pytrace.session``, imported when first needed (see the imports).
+    Cached: an import statement is ~1 us, and this runs several times a test."""
     from . import session
 
     return session

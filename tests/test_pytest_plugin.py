@@ -224,10 +224,15 @@ def test_calls_are_recorded_with_the_option_or_the_marker(pytester):
     assert {"test_plain", "helper"} <= called("test_inner_calls.py::test_plain")
 
 
-def test_hooks_a_marker_asks_for_are_imported_before_its_tests_trace_starts(pytester):
+def test_hooks_a_marker_asks_for_are_imported_before_its_tests_trace_starts(
+        pytester, monkeypatch):
     """Importing the call hooks (a few ms, and collections, under pytest's
     assertion-rewriting loader) must not land in the first traced test that
     asks for calls: they are imported before its trace starts."""
+    import pytrace.session
+
+    # The inner conftest wraps ``start``; this puts the real one back after.
+    monkeypatch.setattr(pytrace.session, "start", pytrace.session.start)
     pytester.makeconftest("""
         import sys
         import pytrace.session as tracing
