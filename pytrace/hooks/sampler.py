@@ -123,9 +123,10 @@ class Ticker:
 
     Its clock is the active core's beat (``PythonBeat`` or ``_core.Beat``):
     on the C core the ticks run on the thread that runs Python at that
-    moment (the main thread, on 3.11 and 3.13), else on this thread.  Either way ``tick(slot)`` gets this thread's slot, to
-    write through: the trace shows the ticker's events on the ticker's
-    thread, whichever thread took the tick.  ``tick`` never raises: a
+    moment (the main thread, on 3.11 and 3.13), else on this thread.
+    Either way ``tick(slot)`` gets this thread's slot, to write through:
+    the trace shows the ticker's events on the ticker's thread, whichever
+    thread took the tick.  ``tick`` never raises: a
     failure stops tracing (``Session.fail``).  ``stop()`` ends the thread
     and waits for it.
     Around ``os.fork()`` the thread is paused, so that pytrace's threads do
