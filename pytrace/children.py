@@ -35,7 +35,6 @@ tracing and new interpreters are not traced.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import json
 import os
 import threading
@@ -88,7 +87,7 @@ def install(session) -> callable:
 
 def _options_json(options: Options) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(options).items()}
+            for k, v in options.as_dict().items()}
 
 
 def _start(path: str, options: Options) -> bool:

@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from .errors import TraceFormatError
-from .options import Options, OptionsError
+from .options import DEFAULTS, Options, OptionsError
 from .session import TracerError
 
 
@@ -60,11 +60,12 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         help="never trace modules or files matching GLOB (repeatable)")
     parser.add_argument("--max-depth", type=int, default=0, metavar="N",
                         help="record calls at most N deep (default 0: unlimited)")
-    parser.add_argument("--buffer-size", type=int, default=Options.buffer_size, metavar="BYTES",
-                        help=f"bytes per thread buffer (default {Options.buffer_size})")
-    parser.add_argument("--flush-interval", type=float, default=Options.flush_interval,
+    parser.add_argument("--buffer-size", type=int, default=DEFAULTS["buffer_size"], metavar="BYTES",
+                        help=f"bytes per thread buffer (default {DEFAULTS['buffer_size']})")
+    parser.add_argument("--flush-interval", type=float, default=DEFAULTS["flush_interval"],
                         metavar="SECONDS", help="flush every thread's buffer this often, so a "
-                        f"crash loses at most that much (default {Options.flush_interval}; 0: off)")
+                        "crash loses at most that much "
+                        f"(default {DEFAULTS['flush_interval']}; 0: off)")
     parser.add_argument("--backend", choices=("auto", "monitoring", "setprofile"), default="auto",
                         help="call hook: sys.monitoring (3.12+) or sys.setprofile (default: best)")
     parser.add_argument("--children", action="store_true",

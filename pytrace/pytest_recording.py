@@ -13,7 +13,6 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict
 from typing import TYPE_CHECKING, NamedTuple
 
 import _pytest
@@ -381,7 +380,7 @@ class PytracePlugin:
                 raise OptionsError("@pytest.mark.pytrace takes keyword options only, "
                                    "e.g. calls=True")
             values.update(mark.kwargs)
-        return Options.from_kwargs(**{**asdict(self.light), **values})
+        return Options.from_kwargs(**{**self.light.as_dict(), **values})
 
     def _start_region(self, test: Recording | None, name: str) -> None:
         """Start the phase's region in the test's own trace, if it has one."""
