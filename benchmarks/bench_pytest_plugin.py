@@ -33,7 +33,9 @@ The figures are medians over the rounds:
   that is importing ``pytrace.pytest_plugin`` (a child that has imported
   pytest times that import alone: exact, where ``inert_ms`` is a
   difference of two noisy process times);
-- ``bytes_per_trace``: disk used per test trace (the run's ``.pytrace`` directory).
+- ``bytes_per_trace``: disk used per test trace (the run's ``.pytrace`` directory);
+- ``switches_with``/``switches_without``: the process's voluntary context
+  switches (a pytrace thread waiting for the GIL would show here).
 
 The children get a bytecode cache, as a user's runs do (see ``child_env``),
 and each ``with`` run replaces the traces of the previous round, as a
@@ -123,7 +125,7 @@ def pytest_runtestloop(session):
 '''
 
 #: The fields of ``run_suite``'s result.
-WALL, CPU, LOOP_WALL, LOOP_CPU = range(4)
+WALL, CPU, LOOP_WALL, LOOP_CPU, SWITCHES = range(5)
 
 #: Mode -> pytest's arguments.
 MODES = {
@@ -160,9 +162,11 @@ def child_env(directory) -> dict:
 
 def run_suite(directory, *flags) -> tuple:
     """``(wall, cpu)`` of the pytest process, then of its run-test loop
-    (None, None if it ran no tests), in seconds.  CPU time (user + system)
-    is the steadier figure on a shared machine: other processes' load
-    lengthens wall time, much less the child's own CPU time."""
+    (None, None if it ran no tests), in seconds, then the process's
+    voluntary context switches.  CPU time (user + system) is the steadier
+    figure on a shared machine: other processes' load lengthens wall time,
+    much less the child's own CPU time.  A thread of pytrace's that waits
+    for the GIL shows in the switches."""
     loop_file = directory / "loop.json"
     loop_file.unlink(missing_ok=True)
     env = {**child_env(directory), "LOOP_TIME_FILE": str(loop_file)}
@@ -176,7 +180,7 @@ def run_suite(directory, *flags) -> tuple:
     assert done.returncode == 0, done.stdout + done.stderr
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     loop = json.loads(loop_file.read_text()) if "--collect-only" not in flags else [None, None]
-    return wall, cpu, *loop
+    return wall, cpu, *loop, after.ru_nvcsw - before.ru_nvcsw
 
 
 def import_time(directory) -> float:
@@ -219,6 +223,8 @@ def figures(directory, times: dict) -> dict:
         "loop_s_with": round(median("with", LOOP_WALL), 3),
         "added_ms_per_test": round(added_per_test(LOOP_WALL) * 1e3, 3),
         "added_cpu_ms_per_test": round(added_per_test(LOOP_CPU) * 1e3, 3),
+        "switches_without": median("without", SWITCHES),
+        "switches_with": median("with", SWITCHES),
         "inert_ms": round((median("collect", WALL) - median("collect_no_plugin", WALL)) * 1e3, 1),
         "import_ms": round(statistics.median(times["import"]) * 1e3, 1),
         "bytes_per_trace": round(sum(t.stat().st_size for t in traces) / len(traces)),
