@@ -47,6 +47,10 @@
 
 int beat_add_to_module(PyObject *module);
 
+#if PY_VERSION_HEX < 0x030D0000
+#define Py_IsFinalizing _Py_IsFinalizing
+#endif
+
 #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
 /* CPython 3.12's Py_AddPendingCall queues for the main thread but computes
  * whether to interrupt the eval loop as if the calling thread were the one
@@ -298,6 +302,12 @@ Beat_run(Beat *self, PyObject *unused)
             }
             self->sleeping = 0;
             clock_gettime(CLOCK_MONOTONIC, &next);
+            continue;
+        }
+        if (Py_IsFinalizing()) {
+            /* A ticker that outlived pytrace's atexit handler (a trace
+             * started by a later one): queue nothing into an interpreter
+             * being torn down, and wait for the halt. */
             continue;
         }
         int here = 1;  /* tick on this thread */
