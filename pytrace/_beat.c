@@ -145,15 +145,21 @@ beat_pending(void *arg)
 {
     Beat *self = (Beat *)arg;
     int rc = 0;
+    /* The tick may drop every other reference to the beat (stop tracing,
+     * join the ticker's thread): hold one until this call is done. */
+    Py_INCREF(self);
     if (atomic_exchange(&self->queued, NOT_QUEUED) == QUEUED && ticking(self)
         && self->tick != NULL) {
-        PyObject *result = PyObject_CallNoArgs(self->tick);
+        PyObject *tick = Py_NewRef(self->tick);
+        PyObject *result = PyObject_CallNoArgs(tick);
+        Py_DECREF(tick);
         if (result == NULL) {
             rc = -1;
         }
         Py_XDECREF(result);
     }
     unpin_if_done(self);
+    Py_DECREF(self);
     return rc;
 }
 
@@ -249,7 +255,9 @@ tick_here(Beat *self, PyThreadState **save)
     PyEval_RestoreThread(*save);
     int rc = 0;
     if (ticking(self) && self->tick != NULL) {
-        PyObject *result = PyObject_CallNoArgs(self->tick);
+        PyObject *tick = Py_NewRef(self->tick);
+        PyObject *result = PyObject_CallNoArgs(tick);
+        Py_DECREF(tick);
         if (result == NULL) {
             rc = -1;
         }
