@@ -179,3 +179,19 @@ session.stop()
     # (The Python core's sampler thread may get no sample in at all here: it
     # waits for the GIL, which the program, making a system call every few
     # microseconds, takes back first each time: see pytrace/_beat.c.)
+
+
+def test_the_ticks_own_work_is_not_recorded_as_the_programs_calls(trace_path):
+    """On the C core the thread running Python takes the ticks: a tick that
+    called ``threading.enumerate()`` or a thread's properties there showed
+    them as the traced program's calls."""
+    def program():
+        spin(0.3)
+
+    trace = record(trace_path, program, calls=True, sample_rate=500, heap_interval=0.002,
+                   gc=True)
+    assert of_kind(trace, "CPUSample") and of_kind(trace, "HeapCounters")
+    called = {e.arg("func").name for e in of_kind(trace, "CallEnter")}
+    assert not {name for name in called if name.split(".")[0] in ("Thread", "enumerate")}
+    assert not [e for e in of_kind(trace, "CallEnter")
+                if e.arg("func").file == threading.__file__]

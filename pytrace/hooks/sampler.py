@@ -145,8 +145,10 @@ class Ticker:
         self._start()
 
     def _tick(self) -> None:
+        # ``_ident``, not the ``ident`` property: a Python call outside
+        # pytrace, on a traced thread (see ``Sampler._sample``).
         try:
-            self._user_tick(self._session.slots.of(self._thread.ident))
+            self._user_tick(self._session.slots.of(self._thread._ident))
         except Exception as exc:
             self._session.fail(exc)
 
@@ -212,31 +214,35 @@ class Sampler:
         #: False while the session is parked: ticks write nothing.
         self.recording = True
         #: Held while a round of samples is written: ``pause`` waits for it,
-        #: so that no sample reaches a file after its final flush.  From
-        #: ``_thread``: the blocking hook may have replaced ``threading.Lock``.
-        self._round = _thread.allocate_lock()
-        #: The thread writing a round, or None.
-        self._rounding: int | None = None
+        #: so that no sample reaches a file after its final flush.
+        #: Reentrant: on the C core a round runs on the thread running Python,
+        #: where a signal handler inside it may stop tracing, and ``pause``
+        #: must not then wait for its own thread.  From ``_thread``: the
+        #: blocking hook may have replaced ``threading.RLock``.
+        self._round = _thread.RLock()
         self.ticker: Ticker | None = None
 
     def sample(self, slot) -> None:
-        # Never waits: on the C core a round runs on the main thread wherever
-        # it is, ``pause`` waiting for a round included.  A tick that finds a
-        # round under way is skipped.
+        # Never waits: on the C core a round runs wherever the thread running
+        # Python is, ``pause`` waiting for a round included.  A tick that
+        # finds a round under way on another thread is skipped.
         if not self._round.acquire(False):
             return
-        self._rounding = threading.get_ident()
         try:
             if self.recording:
                 self._sample(slot)
         finally:
-            self._rounding = None
             self._round.release()
 
     def _sample(self, slot) -> None:
+        """One round.  It calls no Python function outside pytrace (it reads
+        ``threading``'s tables, not ``enumerate()`` or properties): on the C
+        core it runs on a traced thread, whose call hook would record them
+        as the program's calls."""
         session = self.session
         traced = session.slots.by_ident
-        own = {t.ident for t in threading.enumerate() if t.name.startswith(OWN_THREAD_PREFIX)}
+        threads = [*threading._active.values(), *threading._limbo]  # copied in C calls
+        own = {thread._ident for thread in threads if thread._name.startswith(OWN_THREAD_PREFIX)}
         for ident, frame in sys._current_frames().items():
             target = traced.get(ident)
             if target is not None and ident not in own:
@@ -263,8 +269,10 @@ class Sampler:
             return
         ticker.hold()
         # A round that begins from now on sees ``recording`` false; one that
-        # holds ``_round`` already is waited for.
-        if self._round.locked() and self._rounding != threading.get_ident():
+        # another thread is writing is waited for.
+        if self._round.acquire(False):
+            self._round.release()
+        else:
             with self._round:
                 pass
 
