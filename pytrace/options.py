@@ -106,6 +106,14 @@ class Options:
         """``{name: value}`` of every option, in ``FIELDS`` order."""
         return {name: getattr(self, name) for name in NAMES}
 
+    def replace(self, **changes) -> "Options":
+        """These options with ``changes`` made (checked like any others)."""
+        return Options(**{**self.as_dict(), **changes})
+
+    def __reduce__(self):
+        # pickle, copy and deepcopy: rebuilt from keyword arguments.
+        return _from_dict, (self.as_dict(),)
+
     def _values(self) -> tuple:
         return tuple(getattr(self, name) for name in NAMES)
 
@@ -124,3 +132,8 @@ class Options:
 
     def __repr__(self) -> str:
         return "Options(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in NAMES) + ")"
+
+
+def _from_dict(values: dict) -> Options:
+    """``Options(**values)``: what pickle and copy call (``Options.__reduce__``)."""
+    return Options(**values)

@@ -310,12 +310,13 @@ class PytracePlugin:
 
     # -- recording -----------------------------------------------------------
 
-    # Each phase's region starts in the phase's own hook, ahead of pytest's
-    # implementation (the fixtures of setup, the test function of call), and
-    # ends in the phase's report, which follows every phase.  Not wrappers:
-    # a hook wrapper costs every test a generator per phase (issue 4), and
-    # failing a setup from a wrapper, before pytest's own setup wrappers
-    # (logging, capture) have run, breaks their teardown.
+    # The setup and teardown regions start in the phase's own hook, ahead of
+    # pytest's implementation (the fixtures), and end in the phase's report,
+    # which follows every phase.  Not wrappers: a hook wrapper costs every
+    # test a generator per phase (issue 4), and failing a setup from a
+    # wrapper, before pytest's own setup wrappers (logging, capture) have
+    # run, breaks their teardown.  The call phase keeps a wrapper: subtests
+    # (pytest's ``subtests`` fixture, pytest-subtests) make reports inside it.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
@@ -326,9 +327,15 @@ class PytracePlugin:
             pytest.fail(f"{item.nodeid}: {test.error}", pytrace=False)
         self._start_region(test, "setup")
 
-    @pytest.hookimpl(tryfirst=True)
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item):
-        self._start_region(self.current, "call")
+        test = self.current
+        self._start_region(test, "call")
+        try:
+            return (yield)
+        finally:
+            if test is not None:
+                self._end_region(test)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item, nextitem):
@@ -372,7 +379,7 @@ class PytracePlugin:
         """The recording options of a test with these ``pytrace`` markers (closest first)."""
         if not marks:
             return self.light
-        from .options import Options, OptionsError
+        from .options import OptionsError
 
         values = {}
         for mark in reversed(marks):  # the closest wins
@@ -380,7 +387,7 @@ class PytracePlugin:
                 raise OptionsError("@pytest.mark.pytrace takes keyword options only, "
                                    "e.g. calls=True")
             values.update(mark.kwargs)
-        return Options.from_kwargs(**{**self.light.as_dict(), **values})
+        return self.light.replace(**values)
 
     def _start_region(self, test: Recording | None, name: str) -> None:
         """Start the phase's region in the test's own trace, if it has one."""
@@ -398,6 +405,7 @@ class PytracePlugin:
         test = self.current
         if test is None or test.session is None or test.stopped:
             return
+        self._end_region(test)  # a phase cut short (pytest.exit, Ctrl-C) has no report
         recording = test.recording()
         test.stopped = time.perf_counter_ns()
         if recording:
@@ -425,10 +433,12 @@ class PytracePlugin:
         test = self.current
         if test is None or test.item is not item:
             return (yield)
-        # The phase is over: its region ends; after teardown, the trace.
-        self._end_region(test)
-        if call.when == "teardown":
-            self._end_recording()
+        # The phase is over: its region ends (the call's ends in its wrapper:
+        # subtests report inside it); after teardown, the trace.
+        if call.when != "call":
+            self._end_region(test)
+            if call.when == "teardown":
+                self._end_recording()
         report = yield
         # ``report.outcome`` read directly: the ``passed``/``failed``/``skipped``
         # properties are a Python call each, on every phase of every test.
@@ -533,7 +543,6 @@ def _pauses_in(path) -> list:
         return collect_pauses(pytrace.read(path))[0]
 
 
-@functools.cache
 @functools.cache
 def _tracing():
     """``pytrace.session``, imported when first needed (see the imports).

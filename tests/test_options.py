@@ -4,6 +4,9 @@ option and what it takes, never a ``TypeError`` from deep inside."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 import pytrace
@@ -34,3 +37,20 @@ def test_a_bad_option_is_one_clear_error(tmp_path, options, message):
 def test_numbers_of_either_kind_are_taken_where_they_make_sense():
     options = Options.from_kwargs(sample_rate=100, heap_interval=0.5, max_depth=3)
     assert (options.sample_rate, options.heap_interval, options.max_depth) == (100, 0.5, 3)
+
+
+def test_options_are_immutable_values_that_copy_pickle_and_replace():
+    options = Options(calls=False, sample_rate=50, include=["app.*"])
+    assert options == Options(calls=False, sample_rate=50, include=("app.*",))
+    assert hash(options) == hash(Options(calls=False, sample_rate=50, include=("app.*",)))
+    assert options != Options()
+    for copied in (copy.copy(options), copy.deepcopy(options),
+                   pickle.loads(pickle.dumps(options))):
+        assert copied == options and copied.include == ("app.*",)
+    assert options.replace(sample_rate=100) == Options(calls=False, sample_rate=100,
+                                                       include=("app.*",))
+    with pytest.raises(OptionsError, match="option calls must be True or False"):
+        options.replace(calls="yes")
+    with pytest.raises(AttributeError, match="immutable"):
+        options.calls = True
+    assert "sample_rate=50" in repr(options)

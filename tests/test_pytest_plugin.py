@@ -264,6 +264,42 @@ def test_hooks_a_marker_asks_for_are_imported_before_its_tests_trace_starts(
     pytester.inline_run("--pytrace", "-p", "no:cacheprovider").assertoutcome(passed=2)
 
 
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="the subtests fixture is pytest 9's")
+def test_the_call_region_covers_the_whole_call_phase_with_its_subtests(pytester):
+    """Subtests report inside the call phase: the call region still ends when
+    the phase does, and a phase cut short by ``pytest.exit`` still ends its
+    region and task in the trace."""
+    pytester.makepyfile(test_inner_sub="""
+        import pytest
+        import pytrace
+
+        def test_with_subtests(subtests):
+            for i in range(2):
+                with subtests.test(i=i):
+                    pytrace.log("sub", f"subtest {i}")
+            pytrace.log("main", "after the subtests")
+
+        def test_zexits():
+            pytest.exit("stop here")
+    """)
+    pytester.inline_run("--pytrace", "-p", "no:cacheprovider")
+
+    def annotations(name):
+        trace = pytrace.read(trace_of(pytester, f"test_inner_sub.py::{name}"))
+        return [(e.name, e.args[-1]) for e in trace.events
+                if e.name.startswith(("UserRegion", "UserLog", "UserTask"))]
+
+    events = annotations("test_with_subtests")
+    call = events.index(("UserRegionStart", "call"))
+    assert [name for name, _ in events[call:]] == [
+        "UserRegionStart", "UserLog", "UserLog", "UserLog", "UserRegionEnd",
+        "UserRegionStart", "UserRegionEnd", "UserTaskEnd"]
+    exits = annotations("test_zexits")
+    assert [name for name, _ in exits[-3:]] == ["UserRegionStart", "UserRegionEnd",
+                                                "UserTaskEnd"]
+    assert exits[-3][1] == exits[-2][1] == "call"
+
+
 def test_markers_of_the_module_and_class_apply_and_the_closest_wins(pytester):
     """A ``pytrace`` or ``gc_limits`` marker on a module (``pytestmark``) or
     a class covers its tests; one closer to the test wins."""
