@@ -133,7 +133,8 @@ def test_the_c_beat_ticks_through_pure_python_computation():
 def test_a_c_beat_dropped_while_its_tick_is_queued_outlives_the_tick():
     """The main thread takes a queued tick only when it runs Python again,
     maybe after the beat was halted and dropped: the beat must still be
-    there (under AddressSanitizer a freed one is an error), and tick no more."""
+    there (under AddressSanitizer with ``PYTHONMALLOC=malloc``, as
+    ``scripts/sanitize`` runs, a freed one is an error), and tick no more."""
     needs_the_c_beat_on_the_main_thread()
     running = Running(BEATS["c"])
     time.sleep(0.05)  # no eval-breaker check: the last tick queued stays queued
@@ -153,3 +154,31 @@ def test_the_c_beat_refuses_a_wrong_interval(interval):
         pytest.fail("needs the C core")
     with pytest.raises(ValueError, match="interval"):
         BEATS["c"](interval, print)
+
+
+def test_a_c_beat_whose_tick_drops_it_outlives_the_tick():
+    """A tick may stop tracing: halt the beat, join its thread and drop the
+    last reference, all from inside the pending call that runs it.  The call
+    must hold the beat until it is done (under AddressSanitizer with
+    ``PYTHONMALLOC=malloc``, as ``scripts/sanitize`` runs, a freed one is an
+    error)."""
+    needs_the_c_beat_on_the_main_thread()
+    held = {}
+
+    def tick():
+        if threading.current_thread() is threading.main_thread() and "beat" in held:
+            beat = held.pop("beat")
+            beat.halt()
+            held.pop("thread").join()
+            del beat
+
+    beat = BEATS["c"](INTERVAL, tick)
+    thread = threading.Thread(target=beat.run)
+    held.update(beat=beat, thread=thread)
+    del beat
+    thread.start()
+    end = time.perf_counter() + 10
+    while "beat" in held and time.perf_counter() < end:  # takes the ticks (3.11: at a
+        os.stat(".")                                      # system call)
+    assert "beat" not in held
+    gc.collect()
