@@ -61,10 +61,10 @@ def hook_modules(options: Options) -> list:
         modules.append(children)
     for option, name in HOOKS:
         if getattr(options, option):
-            modules.append(importlib.import_module(f".hooks.{name}", __package__))
-    if options.calls:
-        # What its install imports: the backend chosen for these options.
-        modules[-1].backend_module(options)
+            module = importlib.import_module(f".hooks.{name}", __package__)
+            if option == "calls":  # and what its install imports: the chosen backend
+                module.backend_module(options)
+            modules.append(module)
     return modules
 
 
