@@ -303,6 +303,18 @@ def test_the_call_region_covers_the_whole_call_phase_with_its_subtests(pytester)
 def test_markers_of_the_module_and_class_apply_and_the_closest_wins(pytester):
     """A ``pytrace`` or ``gc_limits`` marker on a module (``pytestmark``) or
     a class covers its tests; one closer to the test wins."""
+    # Only the tests' own gc.collect(2) calls may count: an automatic gen-2
+    # collection (the call hook's first look at a code object allocates)
+    # would break a limit of 0 by chance.
+    pytester.makeconftest("""
+        import gc
+
+        def pytest_configure(config):
+            gc.disable()
+
+        def pytest_unconfigure(config):
+            gc.enable()
+    """)
     pytester.makepyfile(test_inner_levels="""
         import gc
         import pytest
