@@ -598,7 +598,7 @@ typedef struct {
     PyObject *tables;
     PyObject *clock;
     /* The tables' dicts and counters, looked up once. */
-    PyObject *strings, *funcs, *stacks;
+    PyObject *strings, *funcs, *stacks, *codes;
     PyObject *string_ids, *func_ids, *stack_ids;
 } Slot;
 
@@ -789,16 +789,16 @@ Slot_init(Slot *self, PyObject *args, PyObject *kwds)
     if (as_u64(tid, &tid_value) < 0) {
         return -1;
     }
-    static const char *const table_names[6] = {
-        "strings", "funcs", "stacks", "string_ids", "func_ids", "stack_ids"};
-    PyObject **fields[6] = {&self->strings, &self->funcs, &self->stacks,
+    static const char *const table_names[7] = {
+        "strings", "funcs", "stacks", "codes", "string_ids", "func_ids", "stack_ids"};
+    PyObject **fields[7] = {&self->strings, &self->funcs, &self->stacks, &self->codes,
                             &self->string_ids, &self->func_ids, &self->stack_ids};
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         PyObject *value = PyObject_GetAttrString(tables, table_names[i]);
         if (value == NULL) {
             return -1;
         }
-        if (i < 3 && !PyDict_CheckExact(value)) {
+        if (i < 4 && !PyDict_CheckExact(value)) {
             Py_DECREF(value);
             PyErr_Format(PyExc_TypeError, "tables.%s must be a dict", table_names[i]);
             return -1;
@@ -844,6 +844,7 @@ Slot_traverse(Slot *self, visitproc visit, void *arg)
     Py_VISIT(self->strings);
     Py_VISIT(self->funcs);
     Py_VISIT(self->stacks);
+    Py_VISIT(self->codes);
     Py_VISIT(self->string_ids);
     Py_VISIT(self->func_ids);
     Py_VISIT(self->stack_ids);
@@ -860,6 +861,7 @@ Slot_clear(Slot *self)
     Py_CLEAR(self->strings);
     Py_CLEAR(self->funcs);
     Py_CLEAR(self->stacks);
+    Py_CLEAR(self->codes);
     Py_CLEAR(self->string_ids);
     Py_CLEAR(self->func_ids);
     Py_CLEAR(self->stack_ids);
@@ -1172,6 +1174,46 @@ Slot_func_id(Slot *self, PyObject *const *args, Py_ssize_t nargs)
     return slot_func_id(self, args[0], args[1], args[2], args[3]);
 }
 
+/* The id of a code object's function, defined on first use.  The tables key
+ * a code by its address, not by the code itself: a code object's hash is
+ * computed afresh at every lookup, from all of its bytecode on 3.12+ (and
+ * its constants), which made a stack of pytest's big functions cost ~1 us a
+ * frame (issue 4).  `tables.codes` holds every code so keyed, so that no
+ * address is reused by another code while the tables live.  The Python
+ * core's ThreadSlot.code_func_id does the same in Python. */
+static PyObject *
+slot_code_func_id(Slot *s, PyCodeObject *code)
+{
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *id = Py_XNewRef(PyDict_GetItemWithError(s->funcs, key));
+    if (id == NULL && !PyErr_Occurred()
+        && PyDict_SetItem(s->codes, key, (PyObject *)code) == 0) {
+        PyObject *first_line = PyLong_FromLong(code->co_firstlineno);
+        if (first_line != NULL) {
+            id = slot_func_id(s, key, code->co_qualname, code->co_filename, first_line);
+            Py_DECREF(first_line);
+        }
+    }
+    Py_DECREF(key);
+    return id;
+}
+
+static PyObject *
+Slot_code_func_id(Slot *self, PyObject *code)
+{
+    if (!slot_ready(self)) {
+        return NULL;
+    }
+    if (!PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "code_func_id(code): a code object");
+        return NULL;
+    }
+    return slot_code_func_id(self, (PyCodeObject *)code);
+}
+
 /* The Stack record's payload: id, frame count, then (func id, line) pairs. */
 static unsigned char *
 stack_payload(uint64_t kid, PyObject *frames, Py_ssize_t *len)
@@ -1290,13 +1332,7 @@ Slot_frame_stack_id(Slot *self, PyObject *const *args, Py_ssize_t nargs)
         int own = PyUnicode_Tailmatch(code->co_filename, prefix, 0, PY_SSIZE_T_MAX, -1);
         PyObject *pair = NULL;
         if (own == 0) {
-            PyObject *fid = Py_XNewRef(PyDict_GetItemWithError(self->funcs, (PyObject *)code));
-            if (fid == NULL && !PyErr_Occurred()) {  /* first use in this file: define it */
-                PyObject *first_line = PyLong_FromLong(code->co_firstlineno);
-                fid = first_line == NULL ? NULL : slot_func_id(
-                    self, (PyObject *)code, code->co_qualname, code->co_filename, first_line);
-                Py_XDECREF(first_line);
-            }
+            PyObject *fid = slot_code_func_id(self, code);
             int line = PyFrame_GetLineNumber(frame);
             pair = fid == NULL ? NULL : Py_BuildValue("(Ni)", fid, line < 0 ? 0 : line);
         }
@@ -1368,6 +1404,8 @@ static PyMethodDef Slot_methods[] = {
     {"flush", (PyCFunction)Slot_flush, METH_NOARGS,
      "Hand the live batch to the writer and start the next one."},
     {"string_id", (PyCFunction)Slot_string_id, METH_O, "Id of a string, defined on first use."},
+    {"code_func_id", (PyCFunction)Slot_code_func_id, METH_O,
+     "code_func_id(code): id of a code object's function, defined on first use."},
     {"func_id", (PyCFunction)(void (*)(void))Slot_func_id, METH_FASTCALL,
      "func_id(key, name, filename, line): id of a function, defined on first use."},
     {"stack_id", (PyCFunction)Slot_stack_id, METH_O,

@@ -101,8 +101,13 @@ class Tables:
 
     def __init__(self) -> None:
         self.strings: dict[str, int] = {}
+        #: Keyed by what the caller chooses; a code object by its ``id``
+        #: (``code_func_id``).
         self.funcs: dict[object, int] = {}
         self.stacks: dict[tuple, int] = {}
+        #: id -> code, for every code object ``funcs`` keys by its ``id``:
+        #: held, so that no other code gets its id while the tables live.
+        self.codes: dict[int, object] = {}
         self.string_ids = itertools.count(1)
         self.func_ids = itertools.count(1)
         self.stack_ids = itertools.count(1)
@@ -283,6 +288,18 @@ class ThreadSlot:
                 self._append(wire.record(events.FUNC, (fid, name_id, file_id, line)))
         return fid
 
+    def code_func_id(self, code) -> int:
+        """Id of a code object's function, defined on first use.  Keyed by
+        the code's ``id``: a code object's hash is computed afresh at every
+        lookup, from all of its bytecode on 3.12+, ~1 us for one of pytest's
+        big functions (issue 4)."""
+        key = id(code)
+        fid = self.tables.funcs.get(key)
+        if fid is None:
+            self.tables.codes[key] = code
+            fid = self.func_id(key, code.co_qualname, code.co_filename, code.co_firstlineno)
+        return fid
+
     def frame_stack_id(self, frame, own_prefix: str, max_frames: int) -> int:
         """Id of the stack that starts at ``frame`` (innermost; None for
         none): up to ``max_frames`` ``(func_id, line)`` frames, leaving out
@@ -293,10 +310,9 @@ class ThreadSlot:
         while frame is not None and len(frames) < max_frames:
             code = frame.f_code
             if not code.co_filename.startswith(own_prefix):
-                fid = funcs.get(code)
+                fid = funcs.get(id(code))
                 if fid is None:
-                    fid = self.func_id(code, code.co_qualname, code.co_filename,
-                                       code.co_firstlineno)
+                    fid = self.code_func_id(code)
                 frames.append((fid, frame.f_lineno or 0))
             frame = frame.f_back
         return self.stack_id(tuple(frames))

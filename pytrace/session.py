@@ -253,13 +253,6 @@ class Session:
 
     # -- helpers for hooks ---------------------------------------------------
 
-    def func_id(self, slot, code) -> int:
-        """The trace id of a code object, defining it on first use."""
-        fid = slot.tables.funcs.get(code)
-        if fid is None:
-            fid = slot.func_id(code, code.co_qualname, code.co_filename, code.co_firstlineno)
-        return fid
-
     def stack_id(self, slot, frame) -> int:
         """The trace id of the stack that starts at ``frame`` (innermost),
         leaving out pytrace's own frames; 0 if nothing is left.  The slot

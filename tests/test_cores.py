@@ -337,6 +337,37 @@ def test_both_cores_take_the_same_stack_from_a_frame(tmp_path):
     assert funcs[outside] and all(file != here for _, file, _ in funcs[outside])
 
 
+@pytest.mark.parametrize("core_name", core.NAMES)
+def test_a_dropped_functions_code_never_lends_its_id_to_a_new_one(tmp_path, core_name):
+    """Functions are keyed by their code's address (a code object's hash is
+    computed from its whole bytecode at every lookup): a code object that
+    dies while the trace runs must not pass its function id on to a new code
+    that CPython allocates at the same address."""
+    if core_name == "c":
+        requires_c_core()
+    previous = core.use(core_name)
+    path = tmp_path / "t.pytrace"
+    names, ids = [], []
+    try:
+        with Recorder(path) as recorder:
+            slot = recorder.slots.current()
+            for i in range(50):
+                namespace = {}
+                exec(f"def made_{i}(then):\n    return then(__import__('sys')._getframe())",
+                     namespace)
+                ids.append(namespace[f"made_{i}"](
+                    lambda frame: slot.frame_stack_id(frame, "/nowhere/", 1)))
+                names.append(f"made_{i}")
+                del namespace
+                gc.collect()
+            codes = {id(code) for code in recorder.tables.codes.values()}
+    finally:
+        core.use(previous)
+    trace = reader.read(path)
+    assert [trace.stacks[kid][0].func for kid in ids] == names
+    assert len(codes) == 50
+
+
 def test_the_c_slot_has_the_python_slots_interface():
     requires_c_core()
     from pytrace.buffer import ThreadSlot

@@ -179,10 +179,20 @@ class CallBackend:
         self.c_calls = options.c_calls
         #: code -> the backend's entry for it (falsy: not traced; absent: not
         #: decided yet).  Never shrinks: it keeps alive the code objects
-        #: whose ids key the hot paths' own map (see ``monitoring.py``).
+        #: whose ids key ``entries``.
         self.codes: dict = {}
+        #: ``id(code)`` -> ``codes[code]``, for every lookup: a code object's
+        #: hash is computed afresh from its contents at every lookup (its
+        #: whole bytecode on 3.12+, ~1 us for a big function), its id is not.
+        self.entries: dict = {}
         self.c_functions = CFunctions()
         self.stopped = False
+
+    def remember(self, code, entry) -> None:
+        """Record the decision on ``code``."""
+        # ``codes`` first: an id in ``entries`` always belongs to a code object kept alive.
+        self.codes[code] = entry
+        self.entries[id(code)] = entry
 
 
 #: ``max_depth`` when unlimited: deeper than any Python stack can be, and

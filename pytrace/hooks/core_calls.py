@@ -27,7 +27,7 @@ PREFIXES = b"".join(type_byte(name) for name in (
 
 class CoreCalls:
     """What ``_core.Calls`` asks its driver on cold paths.  Needs ``session``, ``max_depth``,
-    ``codes``, ``c_functions`` and ``_traced_func_id`` from the backend it is
+    ``entries``, ``c_functions`` and ``_traced_func_id`` from the backend it is
     mixed into."""
 
     c_functions: CFunctions
@@ -41,10 +41,10 @@ class CoreCalls:
 
     def c_lookup(self, code):
         """``code``'s function id (0: not traced) if it was decided, else None."""
-        decided = self.codes.get(code)
+        decided = self.entries.get(id(code))
         if decided is None:
             return None
-        return self.session.func_id(self.session.slots.current(), code) if decided else 0
+        return self.session.slots.current().code_func_id(code) if decided else 0
 
     def c_open_thread(self, frame):
         """``(slot, depth)`` of the calling thread's new state: its slot and

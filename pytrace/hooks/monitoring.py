@@ -49,10 +49,10 @@ pays for the callback's own call (recursive fib on 3.12: 3.5x untraced with
 empty callbacks), then for each lookup and call it makes, so the hot paths
 make few:
 
-- the code's entry is found by ``id(code)`` in ``fids``, not by the code
+- the code's entry is found by ``id(code)`` in ``entries``, not by the code
   object: a code object's hash is computed afresh each time from its
   name, bytecode and constants (0.7 us for a big function on 3.12).  An id
-  is unique only while its object lives, so every code object in ``fids``
+  is unique only while its object lives, so every code object in ``entries``
   is kept alive as a key of ``codes``, whose entries are never removed;
 - the thread's state is an attribute of a ``_thread._local``: one
   attribute load, which finds the running thread's own dict in C (20 ns
@@ -119,8 +119,6 @@ class MonitoringCalls(CallBackend):
     def __init__(self, session) -> None:
         super().__init__(session)
         self.local_events = LOCAL_EVENTS | (C_CALL_EVENTS if self.c_calls else 0)
-        #: ``id(code)`` -> ``codes[code]``, for the hot paths (see the module doc).
-        self.fids: dict = {}
         #: ``threads.state``: the running thread's ThreadState.
         self.threads = _thread._local()
         self.first_starts: dict = {}
@@ -169,26 +167,21 @@ class MonitoringCalls(CallBackend):
         """Decide once whether ``code`` is traced; if so, instrument it and
         return its ``codes`` entry, else return False."""
         if not self.filter.traces(frame.f_globals.get("__name__"), code.co_filename):
-            self._remember(code, False)
+            self.remember(code, False)
             return False
-        fid = uvarint(self.session.func_id(self.session.slots.current(), code))
+        fid = uvarint(self.session.slots.current().code_func_id(code))
         with self.lock:
             if self.stopped:  # never leave local events behind on a freed id
                 return False
             monitoring.set_local_events(self.tool, code, self.local_events)
-            self._remember(code, fid)
+            self.remember(code, fid)
         return fid
 
-    def _remember(self, code, entry) -> None:
-        # ``codes`` first: an id in ``fids`` always belongs to a code object kept alive.
-        self.codes[code] = entry
-        self.fids[id(code)] = entry
-
     def _traced_func_id(self, code, frame) -> int:
-        fid = self.codes.get(code)
+        fid = self.entries.get(id(code))
         if fid is None:
             fid = self._decide(code, frame)
-        return self.session.func_id(self.session.slots.current(), code) if fid else 0
+        return self.session.slots.current().code_func_id(code) if fid else 0
 
     def _state(self, innermost_open) -> ThreadState:
         """The calling thread's state.  A new one starts (with ``OpenFrames``
@@ -233,7 +226,7 @@ class MonitoringCalls(CallBackend):
         """``PY_THROW``: ``throw()``/``close()`` resumes a generator, or starts
         it if it never ran.  Only decided, traced code is pushed: a generator
         of undecided code was never seen running, so it is not on the stack."""
-        if not self.codes.get(code):
+        if not self.entries.get(id(code)):
             return
         start = self.first_starts.get(code)
         if start is None:
@@ -248,7 +241,7 @@ class MonitoringCalls(CallBackend):
     def _callbacks(self) -> dict:
         """The callbacks, as closures over everything they read: the cheapest
         lookups pure Python has."""
-        fids = self.fids
+        fids = self.entries
         fids_get = fids.get
         threads = self.threads
         slot_of = self.session.slots.by_ident.get

@@ -134,10 +134,6 @@ class SetprofileCalls(CallBackend):
 
     def __init__(self, session) -> None:
         super().__init__(session)
-        #: ``id(code)`` -> ``codes[code]``, for the hot path: a code object's
-        #: hash is computed afresh from its contents at every lookup, its id
-        #: is not (see ``hooks/monitoring.py``).
-        self.entries: dict = {}
         self.profilers: list[ThreadProfiler] = []
 
     def start(self) -> None:
@@ -193,20 +189,19 @@ class SetprofileCalls(CallBackend):
     def decide(self, code, frame) -> tuple:
         """Decide once whether ``code`` is traced; return its map entry."""
         if self.filter.traces(frame.f_globals.get("__name__"), code.co_filename):
-            fid = self.session.func_id(self.session.slots.current(), code)
+            fid = self.session.slots.current().code_func_id(code)
             entry = (uvarint(fid), exit_positions(code),
                      first_start_offset(code) if is_suspending(code) else None)
         else:
             entry = ()
-        self.codes[code] = entry  # first: an id in ``entries`` belongs to a live code object
-        self.entries[id(code)] = entry
+        self.remember(code, entry)
         return entry
 
     def _traced_func_id(self, code, frame) -> int:
-        entry = self.codes.get(code)
+        entry = self.entries.get(id(code))
         if entry is None:
             entry = self.decide(code, frame)
-        return self.session.func_id(self.session.slots.current(), code) if entry else 0
+        return self.session.slots.current().code_func_id(code) if entry else 0
 
 
 class ThreadProfiler(ThreadState):

@@ -61,7 +61,7 @@ class CSetprofileCalls(CoreCalls, setprofile.SetprofileCalls):
                 for lasti, record in self._entry(code)[1].items()}
 
     def _entry(self, code) -> tuple:
-        return self.codes[code]
+        return self.entries[id(code)]
 
 
 BACKEND = CSetprofileCalls
