@@ -2722,6 +2722,8 @@ static PyTypeObject CallsType = {
 int decode_add_to_module(PyObject *module);
 /* _beat.c: adds Beat. */
 int beat_add_to_module(PyObject *module);
+/* _files.c: adds TraceFile, sync_files, files_after_fork_in_child. */
+int files_add_to_module(PyObject *module);
 
 static PyMethodDef core_methods[] = {
     {"clock", core_clock, METH_NOARGS,
@@ -2782,7 +2784,8 @@ PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (decode_add_to_module(m) < 0 || beat_add_to_module(m) < 0) {
+    if (decode_add_to_module(m) < 0 || beat_add_to_module(m) < 0
+        || files_add_to_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -150,6 +150,7 @@ class GCPauses(NamedTuple):
             return NO_PAUSES
         longest = hook.longest_pauses(top)
         if longest is None:
+            session.recorder.writer.sync()  # a background thread may still write the file
             return cls.of_trace(path, top)
         return cls(
             hook.total_pause, hook.longest[0],
@@ -472,7 +473,8 @@ class PytracePlugin:
         problems = test.limits.problems(GCPauses.of_session(test.session, test.path, 0))
         if not problems:
             return
-        test.session.slots.flush_all()  # the file is unbuffered: now it holds every event
+        test.session.slots.flush_all()
+        test.session.recorder.writer.sync()  # the file holds every event now
         worst = max(_pauses_in(test.path), key=lambda p: p.duration)
         stack = "\n".join(f"    {line}" for line in _up_to_pytest(worst.stack or ()))
         test.over_gc_limits = True

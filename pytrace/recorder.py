@@ -221,7 +221,10 @@ class Recorder:
     """Writes one trace file.  ``close()`` flushes every thread and writes the footer."""
 
     def __init__(self, path, buffer_size: int = DEFAULT_BUFFER_SIZE, clock=None,
-                 frequency: int = CLOCK_FREQUENCY, flush_interval: float = 0.0) -> None:
+                 frequency: int = CLOCK_FREQUENCY, flush_interval: float = 0.0,
+                 background: bool = False) -> None:
+        """``background``: the file's system calls after its open may be made
+        by a background thread (``Writer.open``)."""
         if buffer_size < MIN_BUFFER_SIZE:
             raise ValueError(
                 f"buffer_size {buffer_size} is too small; use at least {MIN_BUFFER_SIZE} bytes"
@@ -231,7 +234,7 @@ class Recorder:
             clock = core.clock()
         self.clock = clock
         self.writer = Writer.open(self.path, frequency, process_metadata(),
-                                  file_metadata(clock()))
+                                  file_metadata(clock()), background)
         self.tables = Tables()
         self.slots = Slots(self.writer, self.tables, clock, buffer_size)
         self.closed = False

@@ -25,7 +25,7 @@ import sys
 import threading
 import warnings
 
-from . import forks
+from . import forks, writer
 from .options import Options
 from .recorder import FLUSHER, OWN_THREAD_PREFIX, Recorder
 
@@ -122,10 +122,10 @@ class Session:
         self.stopped = False
         self.failure: BaseException | None = None
 
-    def _open(self, path: str) -> Recorder:
+    def _open(self, path: str, background: bool = False) -> Recorder:
         try:
             return Recorder(path, self.options.buffer_size,
-                            flush_interval=self.options.flush_interval)
+                            flush_interval=self.options.flush_interval, background=background)
         except OSError as exc:
             raise TracerError(
                 f"cannot write the trace to {path}: {exc.strerror or exc}; "
@@ -181,7 +181,11 @@ class Session:
         start would write there, and only what happens from now on."""
         try:
             path = os.fspath(path)
-            recorder = self._open(path)
+            # A background thread writes the file (on the C core): its
+            # system calls were a fifth of what recording a short test's
+            # file cost (issue 4).  Earlier files' late failures are reported.
+            writer.settle()
+            recorder = self._open(path, background=True)
             self.path, self.recorder, self.slots = path, recorder, recorder.slots
             self.on_superseded = None
             for _, resume in self._followers:
@@ -199,6 +203,7 @@ class Session:
         self._remove_hooks(warn=True)
         self._followers.clear()
         self._close_recorder()
+        writer.settle(wait=True)  # the files of earlier resumes are complete, or reported
 
     def _remove_hooks(self, warn: bool) -> None:
         """Uninstall every hook, last installed first; one that fails (with
@@ -400,6 +405,14 @@ def park() -> Session | None:
 def unpark() -> None:
     """Remove the hooks of the parked session, if any."""
     _stop_taken(_take("_parked"))
+
+
+def wait_for_files() -> None:
+    """Return once every file that pytrace finished is complete on disk: on
+    the C core a background thread writes the files of a parked session's
+    resumes (``Session.resume``), and may still be writing the last one
+    after ``park``.  ``stop`` and ``unpark`` wait for them."""
+    writer.settle(wait=True)
 
 
 def _before_fork() -> None:

@@ -37,6 +37,16 @@ and the footer counts exactly what is there.
 A failing disk (full, removed, unwritable) never reaches the traced program:
 the first ``OSError`` is reported once as a ``TraceWriteWarning``, writing
 stops, and what was already written stays a readable (cut-short) trace.
+
+The system calls go through a file object: ``SyncFile`` makes them on the
+calling thread; on the C core, a file opened with ``background=True``
+(``pytest --pytrace``'s file per test, see ``Session.resume``) is a
+``_core.TraceFile``, whose truncation, writes and close a background
+thread makes, in order, without the GIL (``pytrace/_files.c``: they were
+a fifth of a short test's tracing cost).  Its failures surface at the next
+write, or, for the calls queued by the close, in ``settle`` (at the next
+resume, and at the session's stop); the files it still writes are waited
+for at exit and before a fork.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import functools
 import os
 import warnings
 
-from . import events, wire
+from . import core, events, forks, wire
 
 
 #: ``os.write`` as this module found it: the blocking hook replaces
@@ -77,16 +87,103 @@ class TraceWriteWarning(RuntimeWarning):
     """The trace file could not be written; tracing continues without it."""
 
 
+class SyncFile:
+    """A trace file whose system calls are made on the calling thread: the
+    interface of ``_core.TraceFile`` (``pytrace/_files.c``), which queues
+    them for a background thread.  ``start(data)`` writes the file's first
+    bytes, ``write(data)`` more (both return how many bytes were written, as
+    ``os.write``), ``close()`` ends it; ``sync()`` and ``done`` are for a
+    background file's queued calls: here, nothing is ever queued.
+
+    ``write`` is ``os.write`` bound to the descriptor by
+    ``functools.partial``: a C call, with no Python frame where a signal
+    handler could run (see ``Writer._write_held``)."""
+
+    done = True
+
+    def __init__(self, path: str) -> None:
+        """Create (or truncate) ``path``, as ``Writer.open`` says."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.ftruncate(fd, 1)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.write = self.start = functools.partial(_write, fd)
+
+    def close(self) -> None:
+        """Close the descriptor, once: closing its number again could close
+        a file the process opened since."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def sync(self) -> None:
+        pass
+
+
+def _open_file(path: str, background: bool):
+    """The file object for ``path``: a background one if asked for and the C
+    core runs, else a ``SyncFile``."""
+    if background and core.name == "c":
+        return core.c_module.TraceFile(path)
+    return SyncFile(path)
+
+
+#: ``(writer, file)`` for each writer closed while its file's last calls
+#: were still queued: their failure, if any, is reported by ``settle``.
+_unsettled: list = []
+
+
+def settle(wait: bool = False) -> None:
+    """Report (``TraceWriteWarning``) the failure of every closed background
+    file whose queued calls are all made; with ``wait``, wait for all of
+    them first."""
+    for entry in list(_unsettled):
+        writer, file = entry
+        if wait:
+            file.sync()
+        if file.done:
+            _unsettled.remove(entry)
+            failure = file.error
+            if failure is not None:
+                writer._fail(failure)
+
+
+def _pause_background_files() -> None:
+    core.c_module.pause_files()
+
+
+# Before a fork, the background thread makes every queued call and ends (the
+# child must not write its parent's bytes, and a process with other threads
+# forks with a warning on 3.12+); in the child, what was queued meanwhile is
+# dropped.  Registered at import, before the session's own fork callbacks:
+# the child's start afresh runs before the session abandons its files
+# there, and the parent's pause after the flusher thread's.  (At exit,
+# ``_core`` itself waits for the queued calls.)
+if core.c_module is not None:
+    forks.register(before=_pause_background_files,
+                   after_in_child=core.c_module.files_after_fork_in_child)
+
+
 class Writer:
     """Owns the trace file from header to footer."""
 
-    def __init__(self, fd: int, path: str, frequency: int, process_meta: tuple,
+    def __init__(self, file, path: str, frequency: int, process_meta: tuple,
                  file_meta: tuple) -> None:
-        #: The file's descriptor, written with ``os.write``: a Python file
-        #: object adds nothing to unbuffered writes, and making one costs an
-        #: ``fstat`` and a few microseconds per file (``pytest --pytrace``
-        #: writes one file per test, issue 4).
-        self._fd = fd
+        #: The file (``SyncFile`` or ``_core.TraceFile``), not a Python file
+        #: object: that adds nothing to unbuffered writes, and making one
+        #: costs an ``fstat`` and a few microseconds per file (``pytest
+        #: --pytrace`` writes one file per test, issue 4).
+        self._file = file
+        self._file_closed = False
+        #: ``file.write``, a C call (see ``_write_held``).
+        self._file_write = file.write
         self.path = path
         #: Bytes written to the file so far (its size, once closed).
         self.size = 0
@@ -109,13 +206,23 @@ class Writer:
         #: is written next (a batch, the footer) goes after them in the same
         #: system call, so the file keeps that order.
         self._held = b""
-        self._put(_opening(frequency, process_meta)
-                  + b"".join([wire.meta_record(key, value) for key, value in file_meta]))
+        first = (_opening(frequency, process_meta)
+                 + b"".join([wire.meta_record(key, value) for key, value in file_meta]))
+        try:
+            written = file.start(first)
+        except OSError as exc:
+            self._fail(exc)
+        else:
+            self.size += written
+            self._put(first, written)
 
     @classmethod
-    def open(cls, path, frequency: int, process_meta: tuple, file_meta: tuple) -> "Writer":
+    def open(cls, path, frequency: int, process_meta: tuple, file_meta: tuple,
+             background: bool = False) -> "Writer":
         """Create (or truncate) ``path``.  Raises ``OSError`` if impossible,
-        so the caller can refuse to start with a clear message.
+        so the caller can refuse to start with a clear message.  With
+        ``background``, on the C core, the calls after the open are made by
+        a background thread (see the module's docstring).
 
         The file is unbuffered: every batch goes to the OS at once (one
         ``write`` per 64 KiB batch), so a crash of the process loses nothing
@@ -132,19 +239,10 @@ class Writer:
         rewrites one trace per test on every run).  A file that cannot be
         cut (``EINVAL``: ``/dev/null``, a FIFO) is written as it is; asking
         ``ftruncate`` instead of ``fstat`` first saves a system call per file.
+        (A background file is cut by its thread, before the header.)
         """
         path = os.fspath(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            os.ftruncate(fd, 1)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                os.close(fd)
-                raise
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(fd, path, frequency, process_meta, file_meta)
+        return cls(_open_file(path, background), path, frequency, process_meta, file_meta)
 
     def write_batch(self, tid: int, batch: bytearray, count: int, seq: int) -> None:
         """Append the sealed ``batch`` (it holds ``count`` records) to the file.
@@ -202,6 +300,11 @@ class Writer:
             self.closed = True
             self._finish()
 
+    def sync(self) -> None:
+        """Return once the file holds every byte handed to the writer so far
+        (a background file's queued calls are made)."""
+        self._file.sync()
+
     def write_held(self) -> None:
         """Write whatever batches are still held: after a ``close`` that an
         interrupt cut before its write, the trace then lacks only its footer."""
@@ -213,7 +316,7 @@ class Writer:
         totals = sorted((tid, b, n) for tid, (b, n) in self.totals.items())
         self._write_held(wire.footer_record(totals))
         try:
-            self._close_fd()
+            self._close_file()
         except OSError as exc:
             self._fail(exc)
 
@@ -231,29 +334,33 @@ class Writer:
         if self.failed is not None:
             return
         try:
-            written = _write(self._fd, data)
+            written = self._file_write(data)
         except OSError as exc:
             self._fail(exc)
         else:
             self.size += written
-            self._put(data, written)
+            if written < len(data):
+                self._put(data, written)
 
     def abandon(self) -> None:
         """Close the file without writing anything more (a forked child's copy)."""
         self.closed = True
         self.failed = self.failed or OSError("abandoned in a forked child")
         try:
-            self._close_fd()
+            self._close_file()
         except OSError:
             pass
 
-    def _close_fd(self) -> None:
-        """Close the descriptor, once: closing its number again could close
-        a file the process opened since (a file object guarded this; e.g. a
-        forked child abandons a parked session, whose file is closed)."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+    def _close_file(self) -> None:
+        """Close the file, once (e.g. a forked child abandons a parked
+        session, whose file is closed).  A background file whose calls are
+        still queued is left to ``settle``."""
+        if self._file_closed:
+            return
+        self._file_closed = True
+        self._file.close()
+        if not self._file.done:
+            _unsettled.append((self, self._file))
 
     def _put(self, data, start: int = 0) -> None:
         """Write ``data[start:]``, all of it: a raw write may take only part."""
@@ -262,7 +369,7 @@ class Writer:
         view = memoryview(data)[start:]
         try:
             while view:
-                written = _write(self._fd, view)
+                written = self._file_write(view)
                 self.size += written
                 view = view[written:]
         except OSError as exc:

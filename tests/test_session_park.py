@@ -36,6 +36,7 @@ def nothing_left_parked():
 
 
 def read_valid(path) -> pytrace.Trace:
+    tracing.wait_for_files()  # a resumed file is written in the background
     report = pytrace.validate(path)
     assert report.valid, report
     return pytrace.read(path)
@@ -413,7 +414,7 @@ from pytrace import session as tracing
 original_sleep = time.sleep
 options = dict(calls=False, flush_interval=0, sample_rate=200)
 tracing.start(sys.argv[1], **options)
-finished_fd = tracing.current().recorder.writer._fd
+finished_fd = tracing.current().recorder.writer._file._fd
 tracing.park()
 # The program's next file gets the number the finished trace's file had.
 os.dup2(os.open(sys.argv[1] + ".other", os.O_WRONLY | os.O_CREAT), finished_fd)
@@ -434,6 +435,7 @@ end = time.perf_counter() + 0.2
 while time.perf_counter() < end:
     pass
 tracing.park()
+tracing.wait_for_files()  # a resumed file is written in the background
 import pytrace
 samples = [e for e in pytrace.read(sys.argv[1] + ".after").events if e.name == "CPUSample"]
 print("sampled after the fork", len(samples) > 5)
