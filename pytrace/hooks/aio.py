@@ -36,14 +36,13 @@ then patches).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import itertools
 import sys
 import weakref
 
 from .. import events, wire
 from ..session import is_own_code
-from .patches import Patches, activate, hide_own_frames, unwrapped
+from .patches import Patches, activate, hide_own_frames, unwrapped, when_imported
 
 TASK_CREATE = events.BY_NAME["AsyncTaskCreate"].id
 
@@ -74,9 +73,8 @@ class AsyncioHook:
         #: Set by ``patch``, once asyncio is imported.
         self.task_types: tuple = ()
         self.naming_creators: frozenset = frozenset()
-        self.finder: _AfterImport | None = None
-        #: False once uninstalled (a parked session's hook stays installed, inert).
-        self.installed = True
+        #: The finder waiting for the program's ``import asyncio`` (``when_imported``).
+        self.finders: list = []
 
     # -- patching ------------------------------------------------------------
 
@@ -94,16 +92,6 @@ class AsyncioHook:
         except BaseException:
             self.patches.undo()
             raise
-
-    def patch_after_import(self, asyncio) -> None:
-        """``patch``, for the program's first ``import asyncio``: never fails
-        the import, and does nothing if tracing stopped meanwhile."""
-        if not self.installed:
-            return
-        try:
-            self.patch(asyncio)
-        except Exception as exc:
-            self.session.fail(exc)
 
     # -- events --------------------------------------------------------------
 
@@ -242,67 +230,18 @@ def _hide_own_frames(task) -> None:
         source[:] = [frame for frame in source if not is_own_code(frame.filename)]
 
 
-class _AfterImport:
-    """A one-shot ``sys.meta_path`` finder: lets the normal finders and
-    loader import ``name``, then calls ``then(module)`` before the import
-    returns to the program."""
-
-    def __init__(self, name: str, then) -> None:
-        self.name = name
-        self.then = then
-        self._finding = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name or self._finding:
-            return None
-        self._finding = True  # find_spec below asks every finder, this one too
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._finding = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return None
-        self.remove()
-        loader = spec.loader
-        exec_module = loader.exec_module
-        then = self.then
-
-        def exec_then(module):
-            del loader.exec_module  # the loader is the package's own again
-            exec_module(module)
-            then(module)
-
-        loader.exec_module = exec_then
-        return spec
-
-    def insert(self) -> None:
-        sys.meta_path.insert(0, self)
-
-    def remove(self) -> None:
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
-
-
 def install(session):
     hook = AsyncioHook(session)
 
     def patch() -> None:
-        asyncio = sys.modules.get("asyncio")
-        if asyncio is not None:
-            hook.patch(asyncio)
-        else:
-            hook.finder = _AfterImport("asyncio", hook.patch_after_import)
-            hook.finder.insert()
+        when_imported("asyncio", hook.patch, hook.finders, session.fail)
 
     withdraw = activate(hook, globals(), patch)
     session.follow(hook.pause, hook.resume)
 
     def uninstall() -> None:
-        hook.installed = False
+        for finder in hook.finders:
+            finder.cancel()
         withdraw()
-        if hook.finder is not None:
-            hook.finder.remove()
 
     return uninstall

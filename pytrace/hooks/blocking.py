@@ -31,6 +31,10 @@ recorded:
   asyncio's sockets, means the call can never wait);
 - ``os.read``, ``os.write`` -> SysCall, always.
 
+``socket`` and ``concurrent.futures`` are not imported by pytrace: if the
+program has not imported them when tracing starts, they are patched right
+after its first import of them (``patches.when_imported``).
+
 ``Condition.wait`` is where every pure-Python primitive of the standard
 library actually waits, so it is recorded there, exactly when a wait
 happens, with the reason taken from the primitive that called it:
@@ -76,13 +80,11 @@ such frame and the thread is pytrace's (one starting up).
 
 from __future__ import annotations
 
-import concurrent.futures._base as futures_base
 import functools
 import os
 import queue
 import select
 import selectors
-import socket
 import subprocess
 import sys
 import threading
@@ -93,7 +95,7 @@ from _thread import LockType, allocate_lock, get_ident
 
 from .. import events, wire
 from ..session import is_own_code, is_own_thread
-from .patches import Patches, activate, hide_own_frames, unwrapped
+from .patches import Patches, activate, hide_own_frames, unwrapped, when_imported
 
 BLOCK = events.BY_NAME["Block"].id
 SYSCALL = events.BY_NAME["SysCall"].id
@@ -122,11 +124,12 @@ class BlockingHook:
         #: Idents of threads inside a recorded wait: waits nested in it are not recorded.
         self.inside: set[int] = set()
         self.patches = Patches()
+        #: Finders waiting for the program's import of a module to patch (``when_imported``).
+        self.finders: list = []
         #: Source files of the primitives whose frames are looked through to
-        #: find who is waiting (see ``waiter``).
-        primitives = (threading.Condition.wait, queue.Queue.get, futures_base.Future.result)
-        self.primitive_files = frozenset(
-            unwrapped(function).__code__.co_filename for function in primitives)
+        #: find who is waiting (see ``waiter``); ``concurrent.futures``' once imported.
+        self.primitive_files = {unwrapped(function).__code__.co_filename
+                                for function in (threading.Condition.wait, queue.Queue.get)}
         #: The primitive that called ``Condition.wait`` -> the reason of the wait.
         self.reason_by_code = {
             threading.Event.wait.__code__: REASON["event"],
@@ -134,11 +137,16 @@ class BlockingHook:
             queue.Queue.get.__code__: REASON["queue"],
             queue.Queue.put.__code__: REASON["queue"],
             queue.Queue.join.__code__: REASON["queue"],
-            futures_base.Future.result.__code__: REASON["future"],
-            futures_base.Future.exception.__code__: REASON["future"],
         }
         #: Condition waits inside these are not blocks (the handshake of a starting thread).
         self.not_blocks = frozenset({unwrapped(threading.Thread.start).__code__})
+
+    def add_futures(self, futures_base) -> None:
+        """``concurrent.futures``' ``Future.result``/``exception`` wait in
+        ``Condition.wait`` with the reason future."""
+        self.primitive_files.add(unwrapped(futures_base.Future.result).__code__.co_filename)
+        self.reason_by_code[futures_base.Future.result.__code__] = REASON["future"]
+        self.reason_by_code[futures_base.Future.exception.__code__] = REASON["future"]
 
     def waiter(self, frame):
         """The first frame at or above ``frame`` that is not a primitive's,
@@ -545,11 +553,22 @@ def install(session):
             replace(cls, "select", BLOCK, _selector_select)
         replace(subprocess.Popen, "wait", BLOCK, _popen_wait)
         replace(subprocess.Popen, "communicate", BLOCK, _popen_communicate)
-        for name in SOCKET_METHODS:
-            replace(socket.socket, name, SYSCALL, _socket_call(name))
         replace(os, "read", SYSCALL, _named("os.read"))
         replace(os, "write", SYSCALL, _named("os.write"))
+        # Not imported only to be patched (see ``patches.when_imported``).
+        when_imported("socket", patch_socket, hook.finders, session.fail)
+        when_imported("concurrent.futures._base", hook.add_futures, hook.finders, session.fail)
 
-    uninstall = activate(hook, globals(), patch)
+    def patch_socket(socket) -> None:
+        for name in SOCKET_METHODS:
+            replace(socket.socket, name, SYSCALL, _socket_call(name))
+
+    withdraw = activate(hook, globals(), patch)
     session.follow(hook.pause, hook.resume)
+
+    def uninstall() -> None:
+        for finder in hook.finders:
+            finder.cancel()
+        withdraw()
+
     return uninstall

@@ -14,10 +14,16 @@ attributes that the program looks up at call time (``time.sleep``,
   hook, and gives back the ``uninstall`` that withdraws both.
 - ``hide_own_frames`` keeps a replacement out of the tracebacks of the
   exceptions it lets through (a Ctrl-C in ``time.sleep``, ``queue.Empty``).
+- ``when_imported`` patches a module the program has not imported yet right
+  after its first import: pytrace imports none of the modules it observes
+  only to patch them (``socket`` alone took ~1.5 ms of a run's start on
+  3.13, issue 4).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Callable
 
 from ..session import is_own_code
@@ -103,3 +109,74 @@ def hide_own_frames(exc: BaseException) -> None:
             following = following.tb_next
         entry.tb_next = following
         entry = following
+
+
+class AfterImport:
+    """A one-shot ``sys.meta_path`` finder: lets the normal finders and
+    loader import ``name``, then calls ``then(module)`` before the import
+    returns to the program, unless cancelled first."""
+
+    def __init__(self, name: str, then) -> None:
+        self.name = name
+        self.then = then
+        self._finding = False
+        self._cancelled = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or self._finding:
+            return None
+        self._finding = True  # find_spec below asks every finder, this one too
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        self._remove()
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_then(module):
+            del loader.exec_module  # the loader is the package's own again
+            exec_module(module)
+            if not self._cancelled:
+                self.then(module)
+
+        loader.exec_module = exec_then
+        return spec
+
+    def insert(self) -> None:
+        sys.meta_path.insert(0, self)
+
+    def cancel(self) -> None:
+        """Take the finder out; an import it already took calls nothing."""
+        self._cancelled = True
+        self._remove()
+
+    def _remove(self) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+
+
+def when_imported(name: str, then, finders: list, fail) -> None:
+    """``then(module)`` for the module ``name``: now if it is imported (an
+    exception goes to the caller), else right after the program's first
+    import of it, through an ``AfterImport`` appended to ``finders`` (the
+    hook cancels them at uninstall); an exception then goes to ``fail``,
+    never to the program's import."""
+    module = sys.modules.get(name)
+    if module is not None:
+        then(module)
+        return
+
+    def then_or_fail(module) -> None:
+        try:
+            then(module)
+        except Exception as exc:
+            fail(exc)
+
+    finder = AfterImport(name, then_or_fail)
+    finders.append(finder)
+    finder.insert()
