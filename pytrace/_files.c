@@ -69,7 +69,7 @@ typedef struct Job {
 #define LINGER_LOOKS 500
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t work_ready = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t work_ready;  /* on CLOCK_MONOTONIC: init_work_ready */
 static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 static Job *queue_head = NULL, *queue_tail = NULL;
 static Py_ssize_t queued = 0;     /* jobs queued and not done, all files */
@@ -134,7 +134,7 @@ worker_main(void *unused)
                 return NULL;
             }
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += LINGER_NS;
             if (until.tv_nsec >= 1000000000L) {
                 until.tv_sec += 1;
@@ -164,6 +164,23 @@ worker_main(void *unused)
         }
         free(job);
     }
+}
+
+/* The thread's looks are timed on CLOCK_MONOTONIC: a step of the wall clock
+ * must not stop them (or make them spin). */
+static int
+init_work_ready(void)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        if (rc == 0) {
+            rc = pthread_cond_init(&work_ready, &attr);
+        }
+        pthread_condattr_destroy(&attr);
+    }
+    return rc;
 }
 
 /* With queue_lock held: start the thread if there is none; 0, or an errno. */
@@ -521,7 +538,7 @@ static PyObject *
 files_after_fork_in_child(PyObject *module, PyObject *unused)
 {
     pthread_mutex_init(&queue_lock, NULL);
-    pthread_cond_init(&work_ready, NULL);
+    init_work_ready();
     pthread_cond_init(&work_done, NULL);
     while (queue_head != NULL) {
         Job *job = queue_head;
@@ -566,6 +583,12 @@ sync_at_exit(void)
 int
 files_add_to_module(PyObject *module)
 {
+    int rc = init_work_ready();
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     if (PyType_Ready(&TraceFileType) < 0 || Py_AtExit(sync_at_exit) < 0) {
         return -1;
     }
