@@ -67,15 +67,20 @@ typedef struct Job {
  * thread waiting for the jobs to be done (sync) wakes it. */
 #define LINGER_NS 2000000L
 #define LINGER_LOOKS 500
+/* Bytes queued past which a thread queuing more waits (without the GIL) for
+ * the thread to catch up: memory stays bounded on a slow disk. */
+#define QUEUE_LIMIT (16 << 20)
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t work_ready;  /* on CLOCK_MONOTONIC: init_work_ready */
-static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;  /* a job done, a thread gone */
 static Job *queue_head = NULL, *queue_tail = NULL;
 static Py_ssize_t queued = 0;     /* jobs queued and not done, all files */
+static size_t queued_bytes = 0;
 static pthread_t worker;          /* while worker_started */
 static int worker_started = 0;
-static int worker_stop = 0;       /* pause_files asks the thread to end */
+static int worker_stop = 0;       /* a pause asks the thread to end */
+static int paused = 0;            /* forks under way (pause_files): no thread starts */
 static int done_waiters = 0;      /* threads waiting on work_done */
 
 /* With queue_lock held. */
@@ -124,12 +129,14 @@ worker_main(void *unused)
     pthread_mutex_lock(&queue_lock);
     for (;;) {
         int looks = 0;
-        while (queue_head == NULL) {
+        while (queue_head == NULL || worker_stop) {
+            /* A pause takes no new job: none may be under way at a fork. */
             if (worker_stop || looks == LINGER_LOOKS) {
                 if (!worker_stop) {
                     pthread_detach(pthread_self());  /* ends idle: nobody joins it */
                 }
                 worker_started = 0;
+                pthread_cond_broadcast(&work_done);
                 pthread_mutex_unlock(&queue_lock);
                 return NULL;
             }
@@ -158,6 +165,7 @@ worker_main(void *unused)
         }
         f->pending--;
         queued--;
+        queued_bytes -= job->len;
         file_release(f);
         if (done_waiters) {
             pthread_cond_broadcast(&work_done);
@@ -183,11 +191,12 @@ init_work_ready(void)
     return rc;
 }
 
-/* With queue_lock held: start the thread if there is none; 0, or an errno. */
+/* With queue_lock held: start the thread if there is none (and no fork is
+ * under way: the jobs then wait for resume_files); 0, or an errno. */
 static int
 ensure_worker(void)
 {
-    if (worker_started) {
+    if (worker_started || paused) {
         return 0;
     }
     sigset_t all, previous;
@@ -210,9 +219,10 @@ wait_until_done(Py_ssize_t *count)
     pthread_mutex_lock(&queue_lock);
     done_waiters++;
     if (*count > 0) {
+        ensure_worker();  /* one that failed to start earlier: try again */
         pthread_cond_signal(&work_ready);  /* look now, not at the next LINGER_NS */
     }
-    while (*count > 0) {
+    while (*count > 0 && (worker_started || paused)) {
         pthread_cond_wait(&work_done, &queue_lock);
     }
     done_waiters--;
@@ -312,12 +322,28 @@ enqueue(TraceFile *self, const void *data, size_t len, int flags)
     }
     FileState *f = self->state;
     pthread_mutex_lock(&queue_lock);
+    if (queued_bytes > QUEUE_LIMIT && worker_started && !paused) {
+        /* The lock is let go before the GIL is taken back: a thread that
+         * holds the GIL may be waiting for the lock. */
+        pthread_mutex_unlock(&queue_lock);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&queue_lock);
+        done_waiters++;
+        while (queued_bytes > QUEUE_LIMIT && worker_started && !paused) {
+            pthread_cond_wait(&work_done, &queue_lock);
+        }
+        done_waiters--;
+        pthread_mutex_unlock(&queue_lock);
+        Py_END_ALLOW_THREADS
+        pthread_mutex_lock(&queue_lock);
+    }
     int err = f->closing ? -1
               : (f->error && !(flags & JOB_CLOSE)) ? f->error : ensure_worker();
     if (err == 0) {
         f->refs++;
         f->pending++;
         queued++;
+        queued_bytes += len;
         if (flags & JOB_CLOSE) {
             f->closing = 1;
         }
@@ -503,37 +529,69 @@ files_sync(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Before a fork: every queued call is made, and the thread ends (a process
- * with more than one thread forks with a warning on 3.12+, and the child
- * must not write its parent's bytes).  The next job starts it again. */
+/* Before a fork: every call queued so far is made, and the thread ends (a
+ * process with more than one thread forks with a warning on 3.12+, and the
+ * child must not write its parent's bytes); until resume_files, no thread
+ * starts, so no call is under way at the fork.  Threads forking at once
+ * each pause and resume: the first waits for the queue and joins the
+ * thread, the others wait until it is gone; calls queued meanwhile wait
+ * for the last resume. */
 static PyObject *
 files_pause(PyObject *module, PyObject *unused)
 {
-    wait_until_done(&queued);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&queue_lock);
-    int running = worker_started;
+    done_waiters++;
+    if (paused == 0) {
+        if (queued > 0) {
+            pthread_cond_signal(&work_ready);
+        }
+        while (queued > 0 && worker_started) {
+            pthread_cond_wait(&work_done, &queue_lock);
+        }
+    }
+    paused++;
+    int join = worker_started && !worker_stop;
     pthread_t thread = worker;
-    if (running) {
+    if (join) {
         worker_stop = 1;
         pthread_cond_signal(&work_ready);
     }
+    else {
+        while (worker_started) {  /* another pause is joining it */
+            pthread_cond_wait(&work_done, &queue_lock);
+        }
+    }
+    done_waiters--;
     pthread_mutex_unlock(&queue_lock);
-    if (running) {
+    if (join) {
         pthread_join(thread, NULL);
-        pthread_mutex_lock(&queue_lock);
-        worker_stop = 0;
-        pthread_mutex_unlock(&queue_lock);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
+/* After a fork, in the parent: the last resume lets the thread start again,
+ * for the calls queued during the pause. */
+static PyObject *
+files_resume(PyObject *module, PyObject *unused)
+{
+    pthread_mutex_lock(&queue_lock);
+    if (paused > 0 && --paused == 0) {
+        worker_stop = 0;
+        if (queue_head != NULL) {
+            ensure_worker();  /* on failure the next job tries again */
+        }
+    }
+    pthread_mutex_unlock(&queue_lock);
+    Py_RETURN_NONE;
+}
+
 /* In a forked child: the thread is not there, and the lock may have been
- * held by it at the fork.  pytrace.writer syncs before a fork; jobs queued
- * after that (by another thread) are dropped: they are the parent's to
- * write.  Their files' counts are kept right, so that a sync in the child
- * returns. */
+ * held at the fork.  The pause left no call under way; calls queued after
+ * it (by another thread) are dropped: they are the parent's to make.  Their
+ * files' counts are kept right, so that a sync in the child returns, and a
+ * dropped close still closes the child's copy of the descriptor. */
 static PyObject *
 files_after_fork_in_child(PyObject *module, PyObject *unused)
 {
@@ -543,13 +601,17 @@ files_after_fork_in_child(PyObject *module, PyObject *unused)
     while (queue_head != NULL) {
         Job *job = queue_head;
         queue_head = job->next;
+        if (job->flags & JOB_CLOSE) {
+            close(job->file->fd);
+        }
         job->file->pending--;
         file_release(job->file);
         free(job);
     }
     queue_tail = NULL;
     queued = 0;
-    worker_started = worker_stop = done_waiters = 0;
+    queued_bytes = 0;
+    worker_started = worker_stop = paused = done_waiters = 0;
     Py_RETURN_NONE;
 }
 
@@ -558,6 +620,8 @@ static PyMethodDef files_functions[] = {
      "Wait until every queued call of every TraceFile is made."},
     {"pause_files", files_pause, METH_NOARGS,
      "Before a fork: wait for every queued call, and end the background thread."},
+    {"resume_files", files_resume, METH_NOARGS,
+     "After a fork, in the parent: undo pause_files."},
     {"files_after_fork_in_child", files_after_fork_in_child, METH_NOARGS,
      "In a forked child: start afresh (the background thread is the parent's)."},
     {NULL, NULL, 0, NULL},
@@ -571,9 +635,10 @@ sync_at_exit(void)
     pthread_mutex_lock(&queue_lock);
     done_waiters++;
     if (queued > 0) {
+        ensure_worker();
         pthread_cond_signal(&work_ready);
     }
-    while (queued > 0) {
+    while (queued > 0 && worker_started) {
         pthread_cond_wait(&work_done, &queue_lock);
     }
     done_waiters--;

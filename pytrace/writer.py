@@ -149,25 +149,25 @@ def settle(wait: bool = False) -> None:
         if wait:
             file.sync()
         if file.done:
-            _unsettled.remove(entry)
+            try:
+                _unsettled.remove(entry)
+            except ValueError:  # another thread settled it meanwhile
+                continue
             failure = file.error
             if failure is not None:
                 writer._fail(failure)
 
 
-def _pause_background_files() -> None:
-    core.c_module.pause_files()
-
-
 # Before a fork, the background thread makes every queued call and ends (the
 # child must not write its parent's bytes, and a process with other threads
-# forks with a warning on 3.12+); in the child, what was queued meanwhile is
-# dropped.  Registered at import, before the session's own fork callbacks:
-# the child's start afresh runs before the session abandons its files
-# there, and the parent's pause after the flusher thread's.  (At exit,
-# ``_core`` itself waits for the queued calls.)
+# forks with a warning on 3.12+); after it, the parent's starts again, and
+# the child drops what was queued meanwhile.  Registered at import, before
+# the session's own fork callbacks: the child's start afresh runs before the
+# session abandons its files there, and the parent's pause after the
+# flusher thread's.  (At exit, ``_core`` itself waits for the queued calls.)
 if core.c_module is not None:
-    forks.register(before=_pause_background_files,
+    forks.register(before=core.c_module.pause_files,
+                   after_in_parent=core.c_module.resume_files,
                    after_in_child=core.c_module.files_after_fork_in_child)
 
 
@@ -353,14 +353,16 @@ class Writer:
 
     def _close_file(self) -> None:
         """Close the file, once (e.g. a forked child abandons a parked
-        session, whose file is closed).  A background file whose calls are
-        still queued is left to ``settle``."""
+        session, whose file is closed).  A background file is left to
+        ``settle``, which reports a failure of its last calls: listed before
+        its close is queued, so that no interrupt or thread switch between
+        the two can lose it."""
         if self._file_closed:
             return
         self._file_closed = True
-        self._file.close()
-        if not self._file.done:
+        if type(self._file) is not SyncFile:
             _unsettled.append((self, self._file))
+        self._file.close()
 
     def _put(self, data, start: int = 0) -> None:
         """Write ``data[start:]``, all of it: a raw write may take only part."""

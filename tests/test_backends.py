@@ -268,3 +268,40 @@ def test_a_second_session_records_what_the_first_filtered_out(tmp_path, backend)
     assert second == first[:3] + [
         enter("hls_to_rgb"), enter("_v"), EXIT, enter("_v"), EXIT, enter("_v"), EXIT, EXIT,
         EXIT]
+
+
+EQUAL_CODE_SOURCE = "def f(x):\n    return x + 1\n"
+
+
+def function_from(filename: str, module: str):
+    namespace = {"__name__": module}
+    exec(compile(EQUAL_CODE_SOURCE, filename, "exec"), namespace)
+    return namespace["f"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equal_code_objects_are_decided_and_kept_apart(trace_path, backend):
+    """Code equality ignores the file and the name: two such codes, one
+    traced and one excluded, each keep their own decision, and both stay
+    alive while it is kept (their ids key the lookups)."""
+    from pytrace.hooks.calls import CallBackend
+
+    session = pytrace.start(trace_path, **{**QUIET, "calls": True, "backend": backend,
+                                           "exclude": ("skipme",)})
+    try:
+        kept, skipped = function_from("/x/keep.py", "keepme"), function_from("/x/skip.py", "skipme")
+        assert kept.__code__ == skipped.__code__ and kept.__code__ is not skipped.__code__
+        kept(1)
+        skipped(1)
+        calls = next(stop.__self__ for stop in session._uninstall
+                     if isinstance(getattr(stop, "__self__", None), CallBackend))
+        assert calls.codes[id(skipped.__code__)] is skipped.__code__
+        assert calls.entries[id(kept.__code__)] and not calls.entries[id(skipped.__code__)]
+        tool = getattr(calls, "tool", None)
+    finally:
+        pytrace.stop()
+    if tool is not None:  # the monitoring backend leaves no local events behind
+        assert sys.monitoring.get_local_events(tool, kept.__code__) == 0
+    names = {(e.arg("func").name, e.arg("func").file) for e in pytrace.read(trace_path).events
+             if e.name == "CallEnter"}
+    assert ("f", "/x/keep.py") in names and ("f", "/x/skip.py") not in names

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -32,6 +33,12 @@ def file_class(request):
 def requires_c_core() -> None:
     if core.c_module is None:
         pytest.skip("the C core is not built")
+
+
+def requires_active_c_core() -> None:
+    """Resumes write in the background only on the active C core."""
+    if core.name != "c":
+        pytest.skip("resumed files are written in the background on the C core only")
 
 
 def open_fds() -> int:
@@ -141,7 +148,7 @@ def test_a_resumed_file_is_complete_once_its_files_are_waited_for(tmp_path):
 def test_a_resumed_files_late_failure_is_reported_when_it_is_settled(tmp_path, monkeypatch):
     """A write the background thread makes after the close fails: the
     warning comes at the next resume or stop, naming the file."""
-    requires_c_core()
+    requires_active_c_core()
     real = core.c_module.TraceFile
     monkeypatch.setattr(core.c_module, "TraceFile",
                         lambda path: real("/dev/full" if path.endswith("full.pytrace") else path))
@@ -212,3 +219,99 @@ def test_a_fork_waits_for_the_queued_writes_and_the_child_writes_its_own(tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "True"]
     assert (tmp_path / "child.bin").read_bytes() == b"child"
+
+
+class CloseThenPreempted:
+    """A background file whose closing thread is descheduled right after
+    ``close()``, long enough for the background thread to make the queued
+    calls before the writer looks again."""
+
+    def __init__(self, path: str) -> None:
+        self.file = core.c_module.TraceFile(path)
+        self.start, self.write, self.sync = self.file.start, self.file.write, self.file.sync
+
+    def close(self) -> None:
+        self.file.close()
+        time.sleep(0.02)
+
+    @property
+    def done(self) -> bool:
+        return self.file.done
+
+    @property
+    def error(self):
+        return self.file.error
+
+
+def test_a_failure_the_thread_finds_after_the_close_is_reported_however_late():
+    requires_c_core()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        closed = writer.Writer(CloseThenPreempted("/dev/full"), "/dev/full", 10**9, (), ())
+        closed.write_batch(1, bytearray(b"x" * 100), 1, 0)
+        closed.close()
+        writer.settle(wait=True)
+    assert closed.failed is not None and closed.failed.errno == 28
+    assert [w for w in caught if w.category is TraceWriteWarning]
+
+
+THREADS_FORKING = """
+import os, sys, threading
+from pytrace import core, writer  # writer registers the fork callbacks
+f = core.c_module.TraceFile("/dev/null")
+f.start(b"x")
+stop = False
+def keep_writing():
+    while not stop:
+        f.write(bytes(1 << 16))
+def fork(times):
+    for _ in range(times):
+        pid = os.fork()
+        if pid == 0:
+            # The child's count of the file's queued calls is right: sync returns.
+            f.sync()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+writing = threading.Thread(target=keep_writing)
+writing.start()
+forking = [threading.Thread(target=fork, args=(100,)) for _ in range(2)]
+for thread in forking:
+    thread.start()
+for thread in forking:
+    thread.join()
+stop = True
+writing.join()
+f.close()
+f.sync()
+print("done")
+"""
+
+
+def test_threads_forking_at_once_while_another_writes_neither_hang_nor_lose_count():
+    """Two threads fork at once (each pauses the background thread, one
+    joins it), while a third keeps queueing writes; every child can sync."""
+    requires_c_core()
+    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c",
+                           THREADS_FORKING], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["done"]
+
+
+PROBED_THEN_IMPORTED = """
+import importlib.util, sys
+import pytrace
+pytrace.start(sys.argv[1], calls=False, sample_rate=0)
+importlib.util.find_spec("socket")  # a probe: not an import
+import socket
+print(type(vars(socket.socket).get("recv")).__name__)
+pytrace.stop()
+"""
+
+
+def test_a_module_probed_before_its_import_is_still_patched_at_the_import(tmp_path):
+    done = subprocess.run([sys.executable, "-c", PROBED_THEN_IMPORTED,
+                           str(tmp_path / "t.pytrace")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["function"]

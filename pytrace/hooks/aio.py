@@ -42,7 +42,7 @@ import weakref
 
 from .. import events, wire
 from ..session import is_own_code
-from .patches import Patches, activate, hide_own_frames, unwrapped, when_imported
+from .patches import Patches, activate, hide_own_frames, unwrapped
 
 TASK_CREATE = events.BY_NAME["AsyncTaskCreate"].id
 
@@ -73,8 +73,6 @@ class AsyncioHook:
         #: Set by ``patch``, once asyncio is imported.
         self.task_types: tuple = ()
         self.naming_creators: frozenset = frozenset()
-        #: The finder waiting for the program's ``import asyncio`` (``when_imported``).
-        self.finders: list = []
 
     # -- patching ------------------------------------------------------------
 
@@ -234,14 +232,8 @@ def install(session):
     hook = AsyncioHook(session)
 
     def patch() -> None:
-        when_imported("asyncio", hook.patch, hook.finders, session.fail)
+        hook.patches.when_imported("asyncio", hook.patch, session.fail)
 
-    withdraw = activate(hook, globals(), patch)
+    uninstall = activate(hook, globals(), patch)
     session.follow(hook.pause, hook.resume)
-
-    def uninstall() -> None:
-        for finder in hook.finders:
-            finder.cancel()
-        withdraw()
-
     return uninstall

@@ -33,7 +33,7 @@ recorded:
 
 ``socket`` and ``concurrent.futures`` are not imported by pytrace: if the
 program has not imported them when tracing starts, they are patched right
-after its first import of them (``patches.when_imported``).
+after its first import of them (``Patches.when_imported``).
 
 ``Condition.wait`` is where every pure-Python primitive of the standard
 library actually waits, so it is recorded there, exactly when a wait
@@ -95,7 +95,7 @@ from _thread import LockType, allocate_lock, get_ident
 
 from .. import events, wire
 from ..session import is_own_code, is_own_thread
-from .patches import Patches, activate, hide_own_frames, unwrapped, when_imported
+from .patches import Patches, activate, hide_own_frames, unwrapped
 
 BLOCK = events.BY_NAME["Block"].id
 SYSCALL = events.BY_NAME["SysCall"].id
@@ -124,8 +124,6 @@ class BlockingHook:
         #: Idents of threads inside a recorded wait: waits nested in it are not recorded.
         self.inside: set[int] = set()
         self.patches = Patches()
-        #: Finders waiting for the program's import of a module to patch (``when_imported``).
-        self.finders: list = []
         #: Source files of the primitives whose frames are looked through to
         #: find who is waiting (see ``waiter``); ``concurrent.futures``' once imported.
         self.primitive_files = {unwrapped(function).__code__.co_filename
@@ -555,20 +553,14 @@ def install(session):
         replace(subprocess.Popen, "communicate", BLOCK, _popen_communicate)
         replace(os, "read", SYSCALL, _named("os.read"))
         replace(os, "write", SYSCALL, _named("os.write"))
-        # Not imported only to be patched (see ``patches.when_imported``).
-        when_imported("socket", patch_socket, hook.finders, session.fail)
-        when_imported("concurrent.futures._base", hook.add_futures, hook.finders, session.fail)
+        # Not imported only to be patched (see ``Patches.when_imported``).
+        hook.patches.when_imported("socket", patch_socket, session.fail)
+        hook.patches.when_imported("concurrent.futures._base", hook.add_futures, session.fail)
 
     def patch_socket(socket) -> None:
         for name in SOCKET_METHODS:
             replace(socket.socket, name, SYSCALL, _socket_call(name))
 
-    withdraw = activate(hook, globals(), patch)
+    uninstall = activate(hook, globals(), patch)
     session.follow(hook.pause, hook.resume)
-
-    def uninstall() -> None:
-        for finder in hook.finders:
-            finder.cancel()
-        withdraw()
-
     return uninstall

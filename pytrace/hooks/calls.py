@@ -177,21 +177,23 @@ class CallBackend:
         self.filter = CallFilter(options.include, options.exclude)
         self.max_depth = depth_limit(options)
         self.c_calls = options.c_calls
-        #: code -> the backend's entry for it (falsy: not traced; absent: not
-        #: decided yet).  Never shrinks: it keeps alive the code objects
-        #: whose ids key ``entries``.
-        self.codes: dict = {}
-        #: ``id(code)`` -> ``codes[code]``, for every lookup: a code object's
-        #: hash is computed afresh from its contents at every lookup (its
-        #: whole bytecode on 3.12+, ~1 us for a big function), its id is not.
+        #: ``id(code)`` -> the backend's entry for that code (falsy: not
+        #: traced; absent: not decided yet), for every lookup: a code
+        #: object's hash is computed afresh from its contents at every lookup
+        #: (its whole bytecode on 3.12+, ~1 us for a big function), its id is
+        #: not.  (Nor would a code key do: two codes that differ only in file
+        #: or name compare equal.)
         self.entries: dict = {}
+        #: ``id(code)`` -> the code, for every id in ``entries``: kept alive,
+        #: so that no other code gets its id.  Never shrinks.
+        self.codes: dict = {}
         self.c_functions = CFunctions()
         self.stopped = False
 
     def remember(self, code, entry) -> None:
         """Record the decision on ``code``."""
         # ``codes`` first: an id in ``entries`` always belongs to a code object kept alive.
-        self.codes[code] = entry
+        self.codes[id(code)] = code
         self.entries[id(code)] = entry
 
 

@@ -53,7 +53,7 @@ make few:
   object: a code object's hash is computed afresh each time from its
   name, bytecode and constants (0.7 us for a big function on 3.12).  An id
   is unique only while its object lives, so every code object in ``entries``
-  is kept alive as a key of ``codes``, whose entries are never removed;
+  is kept alive in ``codes``, whose entries are never removed;
 - the thread's state is an attribute of a ``_thread._local``: one
   attribute load, which finds the running thread's own dict in C (20 ns
   here, against 32 ns for ``get_ident()`` and a comparison with a cached
@@ -153,8 +153,8 @@ class MonitoringCalls(CallBackend):
             self.stopped = True
             tool = self.tool
             monitoring.set_events(tool, 0)
-            for code, fid in list(self.codes.items()):
-                if fid:
+            for key, code in list(self.codes.items()):
+                if self.entries.get(key):
                     monitoring.set_local_events(tool, code, 0)
             for event in self.registered:
                 monitoring.register_callback(tool, event, None)

@@ -14,14 +14,15 @@ attributes that the program looks up at call time (``time.sleep``,
   hook, and gives back the ``uninstall`` that withdraws both.
 - ``hide_own_frames`` keeps a replacement out of the tracebacks of the
   exceptions it lets through (a Ctrl-C in ``time.sleep``, ``queue.Empty``).
-- ``when_imported`` patches a module the program has not imported yet right
-  after its first import: pytrace imports none of the modules it observes
+- ``Patches.when_imported`` patches a module the program has not imported
+  yet right after its first import: pytrace imports none of the modules it observes
   only to patch them (``socket`` alone took ~1.5 ms of a run's start on
   3.13, issue 4).
 """
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
 import sys
 from typing import Callable
@@ -32,10 +33,12 @@ _MISSING = object()
 
 
 class Patches:
-    """The replacements one hook made, undone together in reverse order."""
+    """The replacements one hook made, undone together in reverse order, and
+    the finders (``when_imported``) waiting to make more."""
 
     def __init__(self) -> None:
         self._made: list[tuple[object, str, object, object]] = []
+        self._finders: list[AfterImport] = []
 
     def replace(self, owner, name: str, make):
         """Set ``owner.name`` to ``make(original)``, where ``original`` is what
@@ -47,8 +50,31 @@ class Patches:
         self._made.append((owner, name, own, replacement))
         return replacement
 
+    def when_imported(self, name: str, then, fail) -> None:
+        """``then(module)`` for the module ``name``: now if it is imported (an
+        exception goes to the caller), else right after the program's first
+        import of it, through an ``AfterImport`` (cancelled by ``undo``); an
+        exception then goes to ``fail``, never to the program's import."""
+        module = sys.modules.get(name)
+        if module is not None:
+            then(module)
+            return
+
+        def then_or_fail(module) -> None:
+            try:
+                then(module)
+            except Exception as exc:
+                fail(exc)
+
+        finder = AfterImport(name, then_or_fail)
+        self._finders.append(finder)
+        finder.insert()
+
     def undo(self) -> None:
-        """Put every replaced attribute back as it was."""
+        """Cancel the waiting finders, then put every replaced attribute back
+        as it was."""
+        while self._finders:
+            self._finders.pop().cancel()
         while self._made:
             owner, name, own, replacement = self._made.pop()
             if vars(owner).get(name, _MISSING) is not replacement:
@@ -112,15 +138,22 @@ def hide_own_frames(exc: BaseException) -> None:
 
 
 class AfterImport:
-    """A one-shot ``sys.meta_path`` finder: lets the normal finders and
-    loader import ``name``, then calls ``then(module)`` before the import
-    returns to the program, unless cancelled first."""
+    """A ``sys.meta_path`` finder: lets the normal finders and loader import
+    ``name``, then calls ``then(module)`` before the import returns to the
+    program, once, unless cancelled first.
+
+    It stays in ``sys.meta_path`` until an import of ``name`` actually runs
+    (``importlib.util.find_spec`` only probing does not count), and ``then``
+    and ``cancel`` exclude each other: an import racing with the hook's
+    uninstall either patches before the undo, or not at all."""
 
     def __init__(self, name: str, then) -> None:
         self.name = name
         self.then = then
         self._finding = False
-        self._cancelled = False
+        self._done = False
+        # From ``_thread``: the blocking hook replaces ``threading.RLock``.
+        self._lock = _thread.RLock()
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != self.name or self._finding:
@@ -130,17 +163,21 @@ class AfterImport:
             spec = importlib.util.find_spec(fullname)
         finally:
             self._finding = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        loader = None if spec is None else spec.loader
+        # A loader shared by many modules (a class, as the built-in and
+        # frozen importers are) is not ours to patch.
+        if loader is None or isinstance(loader, type) or not hasattr(loader, "exec_module"):
             return None
-        self._remove()
-        loader = spec.loader
         exec_module = loader.exec_module
 
         def exec_then(module):
-            del loader.exec_module  # the loader is the package's own again
+            del loader.exec_module  # the loader is the module's own again
             exec_module(module)
-            if not self._cancelled:
-                self.then(module)
+            with self._lock:
+                if not self._done:
+                    self._done = True
+                    self._remove()
+                    self.then(module)
 
         loader.exec_module = exec_then
         return spec
@@ -149,34 +186,13 @@ class AfterImport:
         sys.meta_path.insert(0, self)
 
     def cancel(self) -> None:
-        """Take the finder out; an import it already took calls nothing."""
-        self._cancelled = True
-        self._remove()
+        """Take the finder out; an import still under way calls nothing."""
+        with self._lock:
+            self._done = True
+            self._remove()
 
     def _remove(self) -> None:
         try:
             sys.meta_path.remove(self)
         except ValueError:
             pass
-
-
-def when_imported(name: str, then, finders: list, fail) -> None:
-    """``then(module)`` for the module ``name``: now if it is imported (an
-    exception goes to the caller), else right after the program's first
-    import of it, through an ``AfterImport`` appended to ``finders`` (the
-    hook cancels them at uninstall); an exception then goes to ``fail``,
-    never to the program's import."""
-    module = sys.modules.get(name)
-    if module is not None:
-        then(module)
-        return
-
-    def then_or_fail(module) -> None:
-        try:
-            then(module)
-        except Exception as exc:
-            fail(exc)
-
-    finder = AfterImport(name, then_or_fail)
-    finders.append(finder)
-    finder.insert()

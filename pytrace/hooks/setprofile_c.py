@@ -8,7 +8,7 @@ the C profile function of a ``pytrace._core.Calls`` object in that thread
 (``PyEval_SetProfile``) instead of a Python one.  The event mapping
 (``f_lasti`` at a return or a yield, throws into generators, C calls
 matched to their frame) is ``setprofile.py``'s, done in C; the per-code
-decisions stay in ``SetprofileCalls.codes``.  At stop, a thread whose
+decisions stay in ``SetprofileCalls.entries``.  At stop, a thread whose
 profile function could not be removed from outside (3.11) removes it at
 its next event.  What keeps the C profile function's object alive while
 CPython 3.11 may still call it is ``setprofile.HELD``'s, as for the Python
