@@ -92,14 +92,16 @@ class SyncFile:
     interface of ``_core.TraceFile`` (``pytrace/_files.c``), which queues
     them for a background thread.  ``start(data)`` writes the file's first
     bytes, ``write(data)`` more (both return how many bytes were written, as
-    ``os.write``), ``close()`` ends it; ``sync()`` and ``done`` are for a
-    background file's queued calls: here, nothing is ever queued.
+    ``os.write``), ``close()`` ends it; ``sync()``, ``done`` and ``error``
+    are for a background file's queued calls: here, nothing is ever queued
+    (a failure raises at once).
 
     ``write`` is ``os.write`` bound to the descriptor by
     ``functools.partial``: a C call, with no Python frame where a signal
     handler could run (see ``Writer._write_held``)."""
 
     done = True
+    error = None
 
     def __init__(self, path: str) -> None:
         """Create (or truncate) ``path``, as ``Writer.open`` says."""
@@ -135,8 +137,8 @@ def _open_file(path: str, background: bool):
     return SyncFile(path)
 
 
-#: ``(writer, file)`` for each writer closed while its file's last calls
-#: were still queued: their failure, if any, is reported by ``settle``.
+#: ``(writer, file)`` for each closed background file, until ``settle`` finds
+#: its queued calls all made and reports their failure, if any.
 _unsettled: list = []
 
 
